@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make demo   the whole AutoScale study on the embedded corpus
+#   make test   the test suite (CPU only, 8 virtual devices)
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= workdir/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all venv clean bench
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m autoscale_jax.main --stage=all --config=configs/demo.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS) tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) workdir .pytest_cache

@@ -1,0 +1,342 @@
+"""Study configuration: defaults, one validation pass, and user-facing errors.
+
+Every config in ``configs/`` starts from :func:`base_config` and overrides what
+it needs. :func:`validate` runs once, before any work, and raises
+:class:`ConfigError` whose message names the key, the bad value and what is
+allowed. ``main.py`` turns that into a one-line message and exit code 2.
+
+Layout (all token counts are integers or floats of *tokens*, never steps):
+
+* ``study``: name of the study, used for seqio registry names and the store.
+* ``data``: where the per-domain text comes from and how it is tokenized.
+* ``model``: architecture (``gpt2`` or ``bert``) and its size.
+* ``train``: optimiser, schedule and batch shape, shared by every run.
+* ``mesh``: device mesh shape over the (data, fsdp, tensor) axes.
+* ``ddo``: budgets, base mixture, perturbation factors and seeds for DDO.
+* ``project``: the target budget and availability settings for projection.
+* ``final``: which mixtures to train at the target budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+STAGES = ("ddo", "fit", "project", "train", "report", "all")
+MODEL_KINDS = ("gpt2", "bert")
+TOKENIZERS = ("byte", "sentencepiece", "gpt2")
+DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture")
+METRICS = ("ppl_seq", "ppl_tok", "loss")
+SCHEDULES = ("linear", "cosine")
+DTYPES = ("float32", "bfloat16")
+MESH_AXES = ("data", "fsdp", "tensor")
+EMBEDDED_DOMAINS = ("code", "techdocs", "books", "wiki", "legal", "qa", "latex")
+
+
+class ConfigError(ValueError):
+  """A user error in the study configuration (one line: key, value, allowed)."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every study; configs override a subset."""
+  c = ml_collections.ConfigDict()
+  c.study = "study"
+  c.seed = 42
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "embedded"  # embedded | jsonl | tfds | fixture
+  c.data.domains = list(EMBEDDED_DOMAINS)
+  # Embedded corpus: where the built corpus lives ("" = <workdir>/corpus) and
+  # the cap per domain in MB of kept text.
+  c.data.corpus_dir = ""
+  c.data.max_mb_per_domain = 8.0
+  # Bring-your-own JSONL / text: domain -> glob of files, with a text field.
+  c.data.paths = ml_collections.ConfigDict()
+  c.data.text_field = "text"
+  # TFDS: domain -> "name[:config]/split" plus the feature holding the text.
+  c.data.tfds = ml_collections.ConfigDict()
+  c.data.tfds_text_feature = "text"
+  # Held-out documents per domain, carved out once per corpus by document.
+  c.data.heldout_docs = 32
+  c.data.heldout_max_sequences = 64
+  c.data.tokenizer = "sentencepiece"
+  c.data.vocab_size = 2048  # for sentencepiece; ignored for byte / gpt2
+  c.data.cache_dir = ""  # "" = <workdir>/cache
+  c.data.mlm_probability = 0.15
+
+  c.model = ml_collections.ConfigDict()
+  c.model.kind = "gpt2"
+  c.model.num_layers = 2
+  c.model.d_model = 64
+  c.model.num_heads = 4
+  c.model.mlp_dim = 256
+  c.model.max_len = 128
+  c.model.dropout = 0.0
+  c.model.dtype = "float32"  # compute dtype; parameters are always float32
+  c.model.remat = False
+  c.model.type_vocab_size = 2  # bert only
+
+  c.train = ml_collections.ConfigDict()
+  c.train.seq_len = 128
+  c.train.global_batch_size = 16
+  c.train.grad_accum_steps = 1
+  c.train.learning_rate = 2e-3
+  c.train.warmup_frac = 0.1
+  c.train.schedule = "linear"
+  c.train.weight_decay = 0.01
+  c.train.clip_norm = 1.0
+  c.train.b1 = 0.9
+  c.train.b2 = 0.95
+  c.train.eval_every_steps = 0  # 0 = only at the end of each run
+  c.train.eval_batch_size = 16
+  c.train.checkpoint_every_steps = 200
+  c.train.keep_checkpoints = 2
+  c.train.log_every_steps = 10
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = [-1, 1, 1]  # (data, fsdp, tensor); -1 fills the rest
+
+  c.ddo = ml_collections.ConfigDict()
+  c.ddo.budgets = [1.0e5, 2.0e5]  # total tokens of each DDO budget's base run
+  c.ddo.base_weights = ml_collections.ConfigDict()  # empty = uniform
+  c.ddo.factors = [0.2, 3.0]
+  c.ddo.seeds = [0]
+  c.ddo.metric = "ppl_seq"
+  c.ddo.target_domains = ml_collections.ConfigDict()  # empty = all, equal
+  c.ddo.allow_repeat = False
+  c.ddo.upper_bound = True  # n_i <= largest factor (our choice)
+  c.ddo.bootstrap = 200
+
+  c.project = ml_collections.ConfigDict()
+  c.project.target_tokens = 8.0e5
+  c.project.max_epochs = 1.0
+
+  c.final = ml_collections.ConfigDict()
+  c.final.mixtures = ["projected", "uniform", "ddo_small"]
+  c.final.eval_every_steps = 20
+  c.final.smoothing = 3
+  return c
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+  raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}")
+
+
+def _positive_number(c, key: str) -> None:
+  value = _get(c, key)
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+      math.isfinite(value) and value > 0):
+    _fail(key, value, "must be a finite number > 0")
+
+
+def _get(c, key: str) -> Any:
+  node = c
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _choice(c, key: str, allowed: Sequence[str]) -> None:
+  value = _get(c, key)
+  if value not in allowed:
+    _fail(key, value, "allowed: " + ", ".join(allowed))
+
+
+def _weights(c, key: str, domains: Sequence[str]) -> None:
+  weights: Mapping[str, float] = dict(_get(c, key))
+  if not weights:
+    return
+  for name, w in weights.items():
+    if name not in domains:
+      _fail(f"{key}.{name}", w,
+            f"unknown domain {name!r}; known domains: {', '.join(domains)}")
+    if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+      _fail(f"{key}.{name}", w, "weights must be finite and >= 0")
+  if sum(weights.values()) <= 0:
+    _fail(key, weights, "at least one weight must be > 0")
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
+             ) -> ml_collections.ConfigDict:
+  """Checks ``c`` once, before any work; raises ConfigError on the first problem.
+
+  Args:
+    c: the study config.
+    num_devices: devices of the mesh the training will use (None: not checked).
+
+  Returns:
+    ``c`` unchanged, for chaining.
+  """
+  if not isinstance(c.study, str) or not c.study.replace("_", "").replace(
+      "-", "").isalnum():
+    _fail("study", c.study, "use letters, digits, '-' and '_' only")
+
+  # data
+  _choice(c, "data.source", DATA_SOURCES)
+  domains = list(c.data.domains)
+  if len(domains) < 2:
+    _fail("data.domains", domains, "need at least 2 domains to mix")
+  if len(set(domains)) != len(domains):
+    _fail("data.domains", domains, "domain names must be unique")
+  for d in domains:
+    if not isinstance(d, str) or not d or not d.replace("_", "").isalnum():
+      _fail("data.domains", d, "domain names are non-empty [A-Za-z0-9_]")
+  if c.data.source == "embedded":
+    unknown = [d for d in domains if d not in EMBEDDED_DOMAINS]
+    if unknown:
+      _fail("data.domains", unknown,
+            "the embedded corpus has: " + ", ".join(EMBEDDED_DOMAINS))
+  if c.data.source == "jsonl":
+    for d in domains:
+      if d not in c.data.paths:
+        _fail(f"data.paths.{d}", None,
+              "data.source=jsonl needs a file glob for every domain")
+    for d in c.data.paths:
+      if d not in domains:
+        _fail(f"data.paths.{d}", c.data.paths[d],
+              f"unknown domain {d!r}; add it to data.domains or remove it")
+  if c.data.source == "tfds":
+    for d in domains:
+      if d not in c.data.tfds:
+        _fail(f"data.tfds.{d}", None,
+              "data.source=tfds needs 'name/split' for every domain")
+  _choice(c, "data.tokenizer", TOKENIZERS)
+  if c.data.tokenizer == "sentencepiece" and not (
+      isinstance(c.data.vocab_size, int) and 260 <= c.data.vocab_size <= 262144):
+    _fail("data.vocab_size", c.data.vocab_size,
+          "sentencepiece vocab_size must be an integer in [260, 262144]")
+  for key in ("data.heldout_docs", "data.heldout_max_sequences"):
+    if not isinstance(_get(c, key), int) or _get(c, key) < 1:
+      _fail(key, _get(c, key), "must be an integer >= 1")
+  _positive_number(c, "data.max_mb_per_domain")
+  if not 0 < c.data.mlm_probability < 1:
+    _fail("data.mlm_probability", c.data.mlm_probability, "must be in (0, 1)")
+
+  # model
+  _choice(c, "model.kind", MODEL_KINDS)
+  _choice(c, "model.dtype", DTYPES)
+  for key in ("model.num_layers", "model.d_model", "model.num_heads",
+              "model.mlp_dim", "model.max_len"):
+    v = _get(c, key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+      _fail(key, v, "must be an integer >= 1")
+  if c.model.d_model % c.model.num_heads:
+    _fail("model.d_model", c.model.d_model,
+          f"must be divisible by model.num_heads={c.model.num_heads}")
+  if not 0 <= c.model.dropout < 1:
+    _fail("model.dropout", c.model.dropout, "must be in [0, 1)")
+  if c.model.kind == "bert" and c.data.tokenizer == "gpt2":
+    _fail("data.tokenizer", "gpt2",
+          "BERT needs [CLS]/[SEP]/[MASK]/[PAD]; use sentencepiece or byte")
+
+  # train
+  if not isinstance(c.train.seq_len, int) or c.train.seq_len < 2:
+    _fail("train.seq_len", c.train.seq_len, "must be an integer >= 2")
+  if c.train.seq_len > c.model.max_len:
+    _fail("train.seq_len", c.train.seq_len,
+          f"must be <= model.max_len={c.model.max_len} (the model's context)")
+  for key in ("train.global_batch_size", "train.grad_accum_steps",
+              "train.eval_batch_size", "train.checkpoint_every_steps",
+              "train.keep_checkpoints", "train.log_every_steps"):
+    v = _get(c, key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+      _fail(key, v, "must be an integer >= 1")
+  if c.train.global_batch_size % c.train.grad_accum_steps:
+    _fail("train.global_batch_size", c.train.global_batch_size,
+          f"must be divisible by train.grad_accum_steps="
+          f"{c.train.grad_accum_steps}")
+  if num_devices is not None:
+    micro = c.train.global_batch_size // c.train.grad_accum_steps
+    data_par = _data_parallelism(c, num_devices)
+    if micro % data_par:
+      _fail("train.global_batch_size", c.train.global_batch_size,
+            f"the per-step micro-batch {micro} must be divisible by the "
+            f"data-parallel size {data_par} (mesh {list(c.mesh.shape)} over "
+            f"{num_devices} devices)")
+    if c.train.eval_batch_size % data_par:
+      _fail("train.eval_batch_size", c.train.eval_batch_size,
+            f"must be divisible by the data-parallel size {data_par}")
+  _positive_number(c, "train.learning_rate")
+  if not 0 <= c.train.warmup_frac < 1:
+    _fail("train.warmup_frac", c.train.warmup_frac, "must be in [0, 1)")
+  _choice(c, "train.schedule", SCHEDULES)
+  if c.train.weight_decay < 0:
+    _fail("train.weight_decay", c.train.weight_decay, "must be >= 0")
+  _positive_number(c, "train.clip_norm")
+  if not isinstance(c.train.eval_every_steps, int) or c.train.eval_every_steps < 0:
+    _fail("train.eval_every_steps", c.train.eval_every_steps,
+          "must be an integer >= 0 (0 = evaluate at the end only)")
+
+  # mesh
+  shape = list(c.mesh.shape)
+  if len(shape) != len(MESH_AXES):
+    _fail("mesh.shape", shape, f"needs one size per axis {MESH_AXES}")
+  if sum(1 for s in shape if s == -1) > 1 or any(
+      (not isinstance(s, int)) or (s < 1 and s != -1) for s in shape):
+    _fail("mesh.shape", shape, "sizes are integers >= 1, with at most one -1")
+  if num_devices is not None:
+    resolve_mesh_shape(shape, num_devices)
+
+  # ddo
+  budgets = list(c.ddo.budgets)
+  if not budgets:
+    _fail("ddo.budgets", budgets, "need at least one budget (two to project)")
+  for i, b in enumerate(budgets):
+    if not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
+      _fail(f"ddo.budgets[{i}]", b, "budgets are token counts > 0")
+  if len(set(budgets)) != len(budgets):
+    _fail("ddo.budgets", budgets, "budgets must be distinct")
+  _weights(c, "ddo.base_weights", domains)
+  if c.ddo.base_weights:
+    missing = [d for d in domains if c.ddo.base_weights.get(d, 0) <= 0]
+    if missing:
+      _fail("ddo.base_weights", dict(c.ddo.base_weights),
+            f"every domain needs a base weight > 0 (missing or zero: "
+            f"{', '.join(missing)})")
+  factors = list(c.ddo.factors)
+  if len(factors) < 2 or any(
+      not isinstance(f, (int, float)) or f <= 0 or f == 1 for f in factors):
+    _fail("ddo.factors", factors,
+          "need >= 2 factors, each > 0 and != 1 (the base run is factor 1)")
+  if not any(f < 1 for f in factors) or not any(f > 1 for f in factors):
+    _fail("ddo.factors", factors, "need at least one factor < 1 and one > 1")
+  if not list(c.ddo.seeds) or len(set(c.ddo.seeds)) != len(c.ddo.seeds):
+    _fail("ddo.seeds", list(c.ddo.seeds), "need >= 1 distinct integer seeds")
+  _choice(c, "ddo.metric", METRICS)
+  _weights(c, "ddo.target_domains", domains)
+
+  # project / final
+  _positive_number(c, "project.target_tokens")
+  _positive_number(c, "project.max_epochs")
+  if c.project.target_tokens <= max(budgets):
+    _fail("project.target_tokens", c.project.target_tokens,
+          f"must exceed the largest DDO budget {max(budgets):g}")
+  if not list(c.final.mixtures):
+    _fail("final.mixtures", list(c.final.mixtures),
+          "name at least one mixture to train")
+  return c
+
+
+def _data_parallelism(c, num_devices: int) -> int:
+  data, fsdp, _ = resolve_mesh_shape(list(c.mesh.shape), num_devices)
+  return data * fsdp
+
+
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int
+                       ) -> tuple[int, int, int]:
+  """Fills a -1 in ``shape`` so the product equals ``num_devices``."""
+  shape = list(shape)
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if num_devices % known:
+      _fail("mesh.shape", shape,
+            f"fixed sizes multiply to {known}, which does not divide the "
+            f"{num_devices} devices")
+    shape[shape.index(-1)] = num_devices // known
+  if math.prod(shape) != num_devices:
+    _fail("mesh.shape", shape,
+          f"sizes multiply to {math.prod(shape)} but there are {num_devices} "
+          "devices; use -1 on one axis to fill the rest")
+  return tuple(shape)  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""mixing package."""

