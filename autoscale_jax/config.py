@@ -231,6 +231,16 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
     _fail("data.tokenizer", "gpt2",
           "BERT needs [CLS]/[SEP]/[MASK]/[PAD]; use sentencepiece or byte")
 
+  # mesh
+  shape = list(c.mesh.shape)
+  if len(shape) != len(MESH_AXES):
+    _fail("mesh.shape", shape, f"needs one size per axis {MESH_AXES}")
+  if sum(1 for s in shape if s == -1) > 1 or any(
+      (not isinstance(s, int)) or (s < 1 and s != -1) for s in shape):
+    _fail("mesh.shape", shape, "sizes are integers >= 1, with at most one -1")
+  if num_devices is not None:
+    resolve_mesh_shape(shape, num_devices)
+
   # train
   if not isinstance(c.train.seq_len, int) or c.train.seq_len < 2:
     _fail("train.seq_len", c.train.seq_len, "must be an integer >= 2")
@@ -268,16 +278,6 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   if not isinstance(c.train.eval_every_steps, int) or c.train.eval_every_steps < 0:
     _fail("train.eval_every_steps", c.train.eval_every_steps,
           "must be an integer >= 0 (0 = evaluate at the end only)")
-
-  # mesh
-  shape = list(c.mesh.shape)
-  if len(shape) != len(MESH_AXES):
-    _fail("mesh.shape", shape, f"needs one size per axis {MESH_AXES}")
-  if sum(1 for s in shape if s == -1) > 1 or any(
-      (not isinstance(s, int)) or (s < 1 and s != -1) for s in shape):
-    _fail("mesh.shape", shape, "sizes are integers >= 1, with at most one -1")
-  if num_devices is not None:
-    resolve_mesh_shape(shape, num_devices)
 
   # ddo
   budgets = list(c.ddo.budgets)

@@ -1,0 +1,148 @@
+r"""autoscale_jax command line: one entry point, one stage at a time.
+
+  python -m autoscale_jax.main --stage=STAGE --config=configs/NAME.py \
+      --workdir=DIR [--config.a.b=value ...]
+
+Stages:
+  ddo      plan and train the 2m+1 proxy runs at every DDO budget (only the
+           runs whose record is missing), then fit and solve each budget.
+  fit      fit the power laws and solve the mixture, from the study's records
+           or from any --results=RUNS.json (then no --config is needed).
+  project  project the DDO optima to the target budget (from the study, or
+           from --optima=A.json,B.json[,C.json] --target_tokens=T).
+  train    train the target budget with each mixture in config.final.mixtures
+           (or --mixture=NAME_OR_FILE) and compare them (speed-up table).
+  report   write report/index.html and report/README.md with figures.
+  all      ddo -> project -> train -> report, resuming what the workdir holds.
+
+A user error (bad config, bad input file, missing data) prints one line
+starting with "error:" and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Keep TensorFlow (pulled in by seqio / tfds) off accelerators and quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from autoscale_jax import config as config_lib  # noqa: E402
+
+_STAGE = flags.DEFINE_enum(
+    "stage", None, list(config_lib.STAGES),
+    "Which stage to run: " + ", ".join(config_lib.STAGES) + ".")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Study config file, e.g. configs/demo.py.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Study directory (local path or gs://).")
+_RESULTS = flags.DEFINE_string(
+    "results", None, "fit: a RUNS.json from any training stack.")
+_OPTIMA = flags.DEFINE_list(
+    "optima", None, "project: comma-separated mixture.json files (>= 2).")
+_TARGET_TOKENS = flags.DEFINE_float(
+    "target_tokens", None, "project: target budget in tokens.")
+_MIXTURE = flags.DEFINE_list(
+    "mixture", None,
+    "train: mixture names or files (default: config.final.mixtures).")
+_ALLOW_REPEAT = flags.DEFINE_bool(
+    "allow_repeat", False,
+    "ddo/train: allow a domain's quota to exceed its unique tokens "
+    "(repeated data, counted as epochs). Off by default: shortfalls stop.")
+_WORKER_INDEX = flags.DEFINE_integer(
+    "worker_index", None, "ddo: this worker's index for proxy fan-out.")
+_NUM_WORKERS = flags.DEFINE_integer(
+    "num_workers", None, "ddo: number of workers sharing one store.")
+
+
+class UsageError(ValueError):
+  """Wrong combination of command-line flags."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+  """Every exception class that means 'the user's input is wrong'."""
+  types: list[type[BaseException]] = [config_lib.ConfigError, UsageError]
+  for module, name in (
+      ("autoscale_jax.stages", "StageError"),
+      ("autoscale_jax.data.sources", "DataError"),
+      ("autoscale_jax.data.corpus", "CorpusError"),
+      ("autoscale_jax.mixing.ddo", "RunsError"),
+      ("autoscale_jax.mixing.ddo", "AvailabilityError"),
+      ("autoscale_jax.mixing.projection", "ProjectionError"),
+      ("autoscale_jax.mixing.baselines", "BaselineError"),
+      ("autoscale_jax.train.trainer", "TrainingDiverged"),
+  ):
+    try:
+      mod = __import__(module, fromlist=[name])
+    except ImportError:
+      continue
+    if hasattr(mod, name):
+      types.append(getattr(mod, name))
+  return tuple(types)
+
+
+def _run(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UsageError(f"unexpected arguments {argv[1:]}; flags start with --")
+  stage = _STAGE.value
+  if stage is None:
+    raise UsageError("--stage is required: one of " +
+                     ", ".join(config_lib.STAGES))
+  from autoscale_jax import stages  # pylint: disable=g-import-not-at-top
+
+  options = stages.Options(
+      workdir=_WORKDIR.value,
+      results=_RESULTS.value,
+      optima=_OPTIMA.value,
+      target_tokens=_TARGET_TOKENS.value,
+      mixtures=_MIXTURE.value,
+      allow_repeat=_ALLOW_REPEAT.value,
+      worker_index=_WORKER_INDEX.value,
+      num_workers=_NUM_WORKERS.value,
+  )
+  stages.run_stage(stage, _CONFIG.value, options)
+
+
+def main(argv: list[str]) -> None:
+  try:
+    _run(argv)
+  except _user_error_types() as e:  # pylint: disable=catching-non-exception
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print("interrupted: finished runs are kept; run the same command again "
+          "to continue.", file=sys.stderr)
+    sys.exit(130)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad flag or config override is a one-line error, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except SystemExit as e:  # absl's --help exits with 1; help is not an error
+    wants_help = any(a in ("--help", "-h", "--helpfull", "--helpshort")
+                     for a in argv[1:])
+    sys.exit(0 if wants_help else e.code)
+  except (AttributeError, KeyError) as e:
+    key = str(e).strip().strip('"').strip("'")
+    print(f"error: unknown config key {key!r} in a --config.* override; "
+          "see the config file for the keys", file=sys.stderr)
+    sys.exit(2)
+  except (flags.Error, TypeError, ValueError) as e:
+    msg = str(e).strip().splitlines()[0]
+    print(f"error: bad command line: {msg} (see --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()
