@@ -1,0 +1,452 @@
+"""Quota-mode data pipeline: exact per-domain token counts, fixed held-out sets.
+
+``prepare_data(config, workdir) -> DataBundle`` reads the documents, carves
+the held-out documents, builds the tokenizer and the token store once, and
+serves:
+
+* ``bundle.quota_batches({domain: tokens}, seed)``: a run that trains on
+  exactly that many target tokens per domain. Batches are a pure function of
+  the step (resume = start at step k), see :class:`QuotaBatches`.
+* ``bundle.eval_sets()``: fixed held-out rows per domain, identical for every
+  run and mixture of a study.
+
+Batch format (numpy, ``[B, L]``): ``inputs``, ``targets`` int32, ``weights``
+float32, ``segment_ids`` int32 (0 = padding), ``positions`` int32; BERT adds
+``token_type_ids``. Rate-mode (open-ended) training goes through seqio, see
+``tasks.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from typing import Mapping
+
+import numpy as np
+
+from autoscale_jax.data import fixture as fixture_lib
+from autoscale_jax.data import sources
+from autoscale_jax.data import token_store
+from autoscale_jax.data import tokenizers as tok_lib
+from autoscale_jax.data.sources import DataError
+
+log = logging.getLogger(__name__)
+
+EVAL_MASK_SEED = 20240729  # BERT eval masking: fixed, independent of runs.
+
+
+def _domain_key(domain: str) -> int:
+  return int.from_bytes(hashlib.sha256(domain.encode()).digest()[:8], "little")
+
+
+def _rng(*keys: int) -> np.random.Generator:
+  return np.random.default_rng(
+      np.random.SeedSequence([int(k) % (1 << 64) for k in keys]))
+
+
+@dataclasses.dataclass(frozen=True)
+class MLMSpec:
+  """Special ids and settings for BERT masking."""
+  cls_id: int
+  sep_id: int
+  mask_id: int
+  pad_id: int
+  probability: float
+  normal_ids: np.ndarray  # ids a random replacement may draw
+
+
+def mlm_mask(row: np.ndarray, content: np.ndarray, rng: np.random.Generator,
+             spec: MLMSpec) -> tuple[np.ndarray, np.ndarray]:
+  """BERT masking of one row: (masked inputs, weights of masked positions).
+
+  Each content position is chosen with ``spec.probability``; a chosen one
+  becomes [MASK] (80%), a random normal token (10%) or stays (10%).
+  """
+  n = row.shape[0]
+  u = rng.random(n)
+  kind = rng.random(n)
+  rand_tok = spec.normal_ids[rng.integers(0, len(spec.normal_ids), n)]
+  chosen = (u < spec.probability) & content
+  inputs = row.copy()
+  inputs[chosen & (kind < 0.8)] = spec.mask_id
+  rep = chosen & (kind >= 0.8) & (kind < 0.9)
+  inputs[rep] = rand_tok[rep]
+  return inputs, chosen.astype(np.float32)
+
+
+def _empty_batch(n: int, L: int, pad_id: int, bert: bool) -> dict:
+  b = {
+      "inputs": np.full((n, L), pad_id, np.int32),
+      "targets": np.full((n, L), pad_id, np.int32),
+      "weights": np.zeros((n, L), np.float32),
+      "segment_ids": np.zeros((n, L), np.int32),
+      "positions": np.zeros((n, L), np.int32),
+  }
+  if bert:
+    b["token_type_ids"] = np.zeros((n, L), np.int32)
+  return b
+
+
+class QuotaBatches:
+  """A run of exactly ``tokens[d]`` training tokens per domain, by step.
+
+  Each domain's training stream is cut into non-overlapping windows (LM:
+  ``L + 1`` tokens with stride ``L``, inputs ``w[:-1]``, targets ``w[1:]``;
+  BERT: ``L - 2`` content tokens, the row is [CLS] + content + [SEP]). The
+  window order is a permutation keyed by ``(seed, domain)`` only, so two runs
+  that differ in one domain's quota read the same windows of the others (the
+  smaller quota's windows are a prefix of the larger's). Domain ``d`` gets
+  ``R_d = ceil(q_d / C)`` rows (C = L for LM, L - 2 for BERT); its last row
+  counts only the remainder, so realised counts equal the quotas exactly:
+
+  * LM: ``sum(weights)`` over domain ``d``'s rows equals ``q_d``;
+  * BERT: the count of content tokens seen (``segment_ids > 0`` minus
+    [CLS]/[SEP]) equals ``q_d``; ``weights`` mark the ~15% masked positions.
+
+  Rows of all domains are interleaved by sorting on ``(j + u_d) / R_d`` (row
+  ``j`` of domain ``d``, seeded offset ``u_d``), so every stretch of training
+  sees the mixture. ``num_steps = ceil(total_rows / B)``; a final partial
+  batch is padded with all-zero-weight rows (``padded_final_step``).
+  """
+
+  def __init__(self, streams: Mapping[str, np.ndarray],
+               tokens: Mapping[str, float], *, seed: int, seq_len: int,
+               batch_size: int, pad_id: int, mlm: MLMSpec | None = None,
+               allow_repeat: bool = False):
+    self.domains = list(streams)
+    self.seed = int(seed)
+    self.seq_len = L = int(seq_len)
+    self.batch_size = int(batch_size)
+    self.pad_id = int(pad_id)
+    self.mlm = mlm
+    self.bert = mlm is not None
+    self.chunk = C = L - 2 if self.bert else L
+    if C < 1:
+      raise DataError(f"train.seq_len={L} is too short for this model kind")
+    self._streams = dict(streams)
+    self.tokens_per_domain: dict[str, int] = {}
+    self.windows: dict[str, int] = {}
+    self.rows_per_domain: dict[str, int] = {}
+    self.epochs: dict[str, float] = {}
+    for d, q in tokens.items():
+      if d not in streams:
+        raise DataError(f"quota names unknown domain {d!r}; known: "
+                        f"{', '.join(self.domains)}")
+      if not isinstance(q, (int, float, np.integer, np.floating)) or not (
+          math.isfinite(q) and q >= 0):
+        raise DataError(f"quota for domain {d!r} is {q!r}; token counts must "
+                        "be finite and >= 0")
+      q = int(round(float(q)))
+      self.tokens_per_domain[d] = q
+      w = self._num_windows(len(streams[d]))
+      avail = w * C
+      self.windows[d] = w
+      if q > avail and not allow_repeat:
+        raise DataError(
+            f"domain {d!r}: the run asks {q} training tokens but only {avail} "
+            f"unique tokens are available (shortfall {q - avail}); lower its "
+            "share or the budget, add data, or set ddo.allow_repeat=True")
+      if q > 0 and w == 0:
+        raise DataError(f"domain {d!r} has no full training window of "
+                        f"{C} tokens; add data or lower train.seq_len")
+      self.rows_per_domain[d] = -(-q // C)
+      self.epochs[d] = q / avail if avail else 0.0
+    if sum(self.tokens_per_domain.values()) <= 0:
+      raise DataError(f"the run {dict(tokens)} asks for no tokens at all")
+    self._build_order()
+    self._perms: dict[tuple[str, int], np.ndarray] = {}
+
+  def _num_windows(self, n: int) -> int:
+    if self.bert:
+      return n // self.chunk
+    return max(n - 1, 0) // self.chunk
+
+  def _build_order(self) -> None:
+    keys, doms, rows = [], [], []
+    self._dom_index = {d: i for i, d in enumerate(self.domains)}
+    for d, r in self.rows_per_domain.items():
+      if r == 0:
+        continue
+      u = _rng(self.seed, _domain_key(d), 0x0FF5E7).random()
+      j = np.arange(r, dtype=np.int64)
+      keys.append((j + u) / r)
+      doms.append(np.full(r, self._dom_index[d], np.int32))
+      rows.append(j)
+    key = np.concatenate(keys)
+    order = np.argsort(key, kind="stable")
+    self._row_domain = np.concatenate(doms)[order]
+    self._row_j = np.concatenate(rows)[order]
+    self.num_rows = int(len(order))
+    self.num_steps = -(-self.num_rows // self.batch_size)
+    self.padded_final_step = self.num_rows % self.batch_size != 0
+
+  def _perm(self, d: str, epoch: int) -> np.ndarray:
+    key = (d, epoch)
+    if key not in self._perms:
+      self._perms[key] = _rng(self.seed, _domain_key(d), epoch).permutation(
+          self.windows[d])
+    return self._perms[key]
+
+  def _window_ids(self, d: str, j: np.ndarray) -> np.ndarray:
+    w = self.windows[d]
+    epoch = j // w
+    out = np.empty(len(j), np.int64)
+    for e in np.unique(epoch):
+      sel = epoch == e
+      out[sel] = self._perm(d, int(e))[j[sel] % w]
+    return out
+
+  def _rows(self, step: int, shard: int, num_shards: int) -> np.ndarray:
+    if not 0 <= step < self.num_steps:
+      raise IndexError(f"step {step} outside [0, {self.num_steps})")
+    if num_shards < 1 or self.batch_size % num_shards or not (
+        0 <= shard < num_shards):
+      raise ValueError(f"shard {shard} of {num_shards} does not divide the "
+                       f"global batch {self.batch_size}")
+    per = self.batch_size // num_shards
+    return step * self.batch_size + shard * per + np.arange(per)
+
+  def batch_domains(self, step: int, shard: int = 0, num_shards: int = 1
+                    ) -> np.ndarray:
+    """Domain index (into ``self.domains``) of each row; -1 for padding."""
+    rows = self._rows(step, shard, num_shards)
+    out = np.full(len(rows), -1, np.int32)
+    ok = rows < self.num_rows
+    out[ok] = self._row_domain[rows[ok]]
+    return out
+
+  def batch(self, step: int, shard: int = 0, num_shards: int = 1
+            ) -> dict[str, np.ndarray]:
+    """The rows of ``shard`` (of ``num_shards``) at ``step``; pure function."""
+    rows = self._rows(step, shard, num_shards)
+    L, C = self.seq_len, self.chunk
+    b = _empty_batch(len(rows), L, self.pad_id, self.bert)
+    ok = np.nonzero(rows < self.num_rows)[0]
+    if len(ok) == 0:
+      return b
+    dom = self._row_domain[rows[ok]]
+    jj = self._row_j[rows[ok]]
+    for di in np.unique(dom):
+      d = self.domains[int(di)]
+      sel = dom == di
+      local = ok[sel]
+      j = jj[sel]
+      win = self._window_ids(d, j)
+      stream = self._streams[d]
+      q = self.tokens_per_domain[d]
+      # Tokens of each row that count: C, or the remainder on the last row.
+      count = np.minimum(C, q - j * C)
+      if not self.bert:
+        idx = win[:, None] * C + np.arange(L + 1)[None, :]
+        w = stream[idx]
+        b["inputs"][local] = w[:, :-1]
+        b["targets"][local] = w[:, 1:]
+        b["weights"][local] = (np.arange(L)[None, :] < count[:, None])
+        b["segment_ids"][local] = 1
+        b["positions"][local] = np.arange(L)[None, :]
+      else:
+        content = stream[win[:, None] * C + np.arange(C)[None, :]]
+        for k, r in enumerate(local):
+          n = int(count[k])
+          row = np.full(L, self.pad_id, np.int32)
+          row[0] = self.mlm.cls_id
+          row[1:n + 1] = content[k, :n]
+          row[n + 1] = self.mlm.sep_id
+          is_content = np.zeros(L, bool)
+          is_content[1:n + 1] = True
+          rng = _rng(self.seed, step, int(rows[r]), 0xBE27)
+          inp, wts = mlm_mask(row, is_content, rng, self.mlm)
+          b["inputs"][r] = inp
+          b["targets"][r] = row
+          b["weights"][r] = wts
+          b["segment_ids"][r, :n + 2] = 1
+          b["positions"][r, :n + 2] = np.arange(n + 2)
+    return b
+
+  def __iter__(self):
+    for s in range(self.num_steps):
+      yield self.batch(s)
+
+  def __len__(self) -> int:
+    return self.num_steps
+
+
+@dataclasses.dataclass
+class DataBundle:
+  """Everything the stages need from the data; see docs/architecture.md."""
+  domains: list[str]
+  tokenizer: tok_lib.Tokenizer
+  available_tokens: dict[str, int]
+  fingerprints: dict[str, str]
+  seq_len: int
+  batch_size: int
+  model_kind: str
+  mlm_probability: float
+  heldout_max_sequences: int
+  train_streams: dict[str, np.ndarray]
+  heldout_streams: dict[str, np.ndarray]
+  heldout_doc_ids: dict[str, np.ndarray]
+  num_docs: dict[str, int]
+  corpus_dir: str | None = None
+  cache_dir: str | None = None
+  _eval_cache: dict | None = dataclasses.field(default=None, repr=False)
+
+  @property
+  def bert(self) -> bool:
+    return self.model_kind == "bert"
+
+  def mlm_spec(self) -> MLMSpec | None:
+    if not self.bert:
+      return None
+    t = self.tokenizer
+    if t.cls_id is None or t.sep_id is None or t.mask_id is None:
+      raise DataError(f"tokenizer {t.name!r} has no [CLS]/[SEP]/[MASK]; use "
+                      "sentencepiece or byte for BERT")
+    return MLMSpec(t.cls_id, t.sep_id, t.mask_id, t.pad_id,
+                   self.mlm_probability, t.normal_ids())
+
+  def quota_batches(self, tokens: Mapping[str, float], seed: int,
+                    allow_repeat: bool = False) -> QuotaBatches:
+    """A run of exactly ``tokens[d]`` training tokens per domain."""
+    return QuotaBatches(
+        {d: self.train_streams[d] for d in self.domains}, tokens, seed=seed,
+        seq_len=self.seq_len, batch_size=self.batch_size,
+        pad_id=self.tokenizer.pad_id, mlm=self.mlm_spec(),
+        allow_repeat=allow_repeat)
+
+  def eval_sets(self) -> dict[str, dict[str, np.ndarray]]:
+    """Fixed held-out rows per domain (same for every run of the study).
+
+    Rows are consecutive windows of the held-out documents' stream, up to
+    ``data.heldout_max_sequences`` per domain, the last one possibly partial
+    (zero weights beyond the data). ``num_bytes[i]`` is the UTF-8 bytes of
+    row ``i``'s weighted target tokens (EOS counts 0), for bits per byte;
+    BERT rows are masked with a fixed seed, and their bytes are those of the
+    masked targets.
+    """
+    if self._eval_cache is None:
+      self._eval_cache = {d: self._eval_domain(d) for d in self.domains}
+    return {d: {k: v.copy() for k, v in s.items()}
+            for d, s in self._eval_cache.items()}
+
+  def _eval_domain(self, d: str) -> dict[str, np.ndarray]:
+    L = self.seq_len
+    s = self.heldout_streams[d]
+    n_max = self.heldout_max_sequences
+    byte_len = self.tokenizer.token_byte_lengths()
+    spec = self.mlm_spec()
+    C = L - 2 if self.bert else L
+    usable = len(s) if self.bert else max(len(s) - 1, 0)
+    n = min(n_max, -(-usable // C))
+    b = _empty_batch(n, L, self.tokenizer.pad_id, self.bert)
+    for i in range(n):
+      cnt = min(C, usable - i * C)
+      if not self.bert:
+        w = s[i * C:i * C + cnt + 1]
+        b["inputs"][i, :cnt] = w[:-1]
+        b["targets"][i, :cnt] = w[1:]
+        b["weights"][i, :cnt] = 1
+        b["segment_ids"][i, :cnt] = 1
+        b["positions"][i, :cnt] = np.arange(cnt)
+      else:
+        row = np.full(L, self.tokenizer.pad_id, np.int32)
+        row[0] = spec.cls_id
+        row[1:cnt + 1] = s[i * C:i * C + cnt]
+        row[cnt + 1] = spec.sep_id
+        is_content = np.zeros(L, bool)
+        is_content[1:cnt + 1] = True
+        inp, wts = mlm_mask(row, is_content,
+                            _rng(EVAL_MASK_SEED, _domain_key(d), i), spec)
+        b["inputs"][i], b["targets"][i], b["weights"][i] = inp, row, wts
+        b["segment_ids"][i, :cnt + 2] = 1
+        b["positions"][i, :cnt + 2] = np.arange(cnt + 2)
+    b["num_bytes"] = (byte_len[b["targets"]] * b["weights"]).sum(
+        axis=1).astype(np.float32)
+    return b
+
+
+def _documents(config, workdir: str) -> tuple[dict[str, list[str]],
+                                              str | None]:
+  data = config.data
+  corpus_dir = None
+  if data.source in ("embedded", "fixture"):
+    corpus_dir = data.corpus_dir or os.path.join(workdir, "corpus")
+    missing = [d for d in data.domains
+               if not os.path.exists(os.path.join(corpus_dir, f"{d}.jsonl"))]
+    if data.source == "fixture" and missing:
+      fixture_lib.make_fixture_corpus(
+          corpus_dir, list(data.domains),
+          docs_per_domain=max(40, int(data.heldout_docs) + 32))
+    elif missing:
+      raise DataError(
+          f"embedded corpus not found in {corpus_dir} (missing "
+          f"{', '.join(missing)}); build it first with `python -m "
+          f"autoscale_jax.data.corpus --out {corpus_dir}`")
+  return sources.load_documents(config, corpus_dir), corpus_dir
+
+
+def prepare_data(config, workdir: str) -> DataBundle:
+  """Reads, splits, tokenizes (cached) and wraps the study's data.
+
+  Args:
+    config: the study config (``data.*``, ``train.seq_len``,
+      ``train.global_batch_size``, ``model.kind``).
+    workdir: the study directory (default corpus and cache locations).
+
+  Returns:
+    The :class:`DataBundle`.
+  """
+  t0 = time.time()
+  data = config.data
+  domains = list(data.domains)
+  cache_dir = data.cache_dir or os.path.join(workdir, "cache")
+  os.makedirs(cache_dir, exist_ok=True)
+  docs, corpus_dir = _documents(config, workdir)
+
+  # Held-out documents first: they depend on the text only, and the
+  # SentencePiece model is trained on training documents only.
+  held = {}
+  for d in domains:
+    held[d] = token_store.heldout_doc_ids(
+        d, len(docs[d]), int(data.heldout_docs),
+        token_store.documents_fingerprint(docs[d]))
+  if data.tokenizer == "sentencepiece":
+    train_docs = {}
+    for d in domains:
+      skip = set(held[d].tolist())
+      train_docs[d] = [t for i, t in enumerate(docs[d]) if i not in skip]
+    tokenizer = tok_lib.build_tokenizer(
+        "sentencepiece", documents=train_docs, vocab_size=int(data.vocab_size),
+        cache_dir=os.path.join(cache_dir, "tokenizers"))
+  else:
+    tokenizer = tok_lib.build_tokenizer(data.tokenizer)
+
+  store = token_store.build_token_store(docs, tokenizer, cache_dir)
+  train_streams, heldout_streams, fps, available = {}, {}, {}, {}
+  kind = config.model.kind
+  L = int(config.train.seq_len)
+  for d in domains:
+    tr, ho, ids = token_store.split_train_heldout(store[d],
+                                                  int(data.heldout_docs))
+    assert np.array_equal(ids, held[d])
+    train_streams[d], heldout_streams[d] = tr, ho
+    fps[d] = store[d].fingerprint
+    if kind == "bert":
+      available[d] = (len(tr) // (L - 2)) * (L - 2)
+    else:
+      available[d] = (max(len(tr) - 1, 0) // L) * L
+  log.info("data ready in %.1f s: %s", time.time() - t0,
+           ", ".join(f"{d}={available[d]}" for d in domains))
+  return DataBundle(
+      domains=domains, tokenizer=tokenizer, available_tokens=available,
+      fingerprints=fps, seq_len=L,
+      batch_size=int(config.train.global_batch_size), model_kind=kind,
+      mlm_probability=float(data.mlm_probability),
+      heldout_max_sequences=int(data.heldout_max_sequences),
+      train_streams=train_streams, heldout_streams=heldout_streams,
+      heldout_doc_ids=held, num_docs={d: len(docs[d]) for d in domains},
+      corpus_dir=corpus_dir, cache_dir=cache_dir)
