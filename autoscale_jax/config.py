@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   # TFDS: domain -> "name[:config]/split" plus the feature holding the text.
   c.data.tfds = ml_collections.ConfigDict()
   c.data.tfds_text_feature = "text"
+  c.data.tfds_data_dir = ""  # "" = TFDS default
   # Held-out documents per domain, carved out once per corpus by document.
   c.data.heldout_docs = 32
   c.data.heldout_max_sequences = 64
