@@ -1,0 +1,188 @@
+"""Experiment store: one JSON record per finished run, written atomically.
+
+Layout under ``root`` (a local path or ``gs://...`` through ``etils.epath``)::
+
+    <run name>__<fingerprint[:16]>.json
+
+A record is a JSON object with at least ``name`` and ``fingerprint`` (the
+sha256 of the canonical JSON of everything that determines the result: model
+config, tokenizer, per-domain data fingerprints, token quotas, seed, training
+settings). Records are written to a temporary name and renamed into place, so
+a killed process leaves either the old state or the full new record. A record
+whose run name matches a planned run but whose fingerprint differs is *stale*:
+reported, never reused.
+
+For ``to_runs_json`` a record also carries ``tokens`` ({domain: int}),
+optionally ``seed``, and ``final_eval`` (as ``train_run`` returns it, at the
+top level or under ``result``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import uuid
+from typing import Any, Iterable, Mapping, Sequence
+
+from etils import epath
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_RUNS_METRIC = {"ppl_seq": "ppl", "ppl_tok": "ppl", "ppl": "ppl",
+                "loss": "loss", "bpb": "loss"}
+
+
+class StoreError(ValueError):
+  """A malformed record or store file (names the file or run)."""
+
+
+def _canonical(obj: Any) -> Any:
+  """Plain JSON types with sorted-key dicts; rejects NaN and unknown types."""
+  if hasattr(obj, "to_dict") and callable(obj.to_dict):  # ConfigDict
+    obj = obj.to_dict()
+  if isinstance(obj, Mapping):
+    return {str(k): _canonical(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_canonical(v) for v in obj]
+  if hasattr(obj, "tolist"):  # numpy scalars and arrays
+    return _canonical(obj.tolist())
+  if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+    return obj
+  if isinstance(obj, float):
+    if not math.isfinite(obj):
+      raise StoreError(f"cannot fingerprint a non-finite number {obj!r}")
+    return obj
+  raise StoreError(f"cannot fingerprint a value of type {type(obj).__name__}")
+
+
+def canonical_json(obj: Any) -> str:
+  return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"),
+                    ensure_ascii=True, allow_nan=False)
+
+
+def fingerprint(obj: Any) -> str:
+  """sha256 hex of the canonical JSON of ``obj`` (key order irrelevant)."""
+  return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def atomic_write_text(path: epath.PathLike, text: str) -> epath.Path:
+  """Writes ``text`` to a temp file next to ``path``, then renames it."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+  try:
+    tmp.write_text(text)
+    tmp.replace(path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+  return path
+
+
+def atomic_write_json(path: epath.PathLike, obj: Any) -> epath.Path:
+  return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True,
+                                            allow_nan=False) + "\n")
+
+
+class ExperimentStore:
+  """One JSON record per (run name, fingerprint) under ``root``."""
+
+  def __init__(self, root: epath.PathLike):
+    self.root = epath.Path(root)
+
+  def _path(self, name: str, fp: str) -> epath.Path:
+    if not _NAME_RE.match(name):
+      raise StoreError(f"run name {name!r} must match [A-Za-z0-9_.-]+")
+    if not re.match(r"^[0-9a-f]{16,}$", fp):
+      raise StoreError(f"run {name!r}: fingerprint {fp!r} is not a hex digest")
+    return self.root / f"{name}__{fp[:16]}.json"
+
+  def put(self, record: Mapping[str, Any]) -> epath.Path:
+    """Writes ``record`` (needs ``name`` and ``fingerprint``) atomically."""
+    for key in ("name", "fingerprint"):
+      if key not in record:
+        raise StoreError(f"record is missing {key!r}: {sorted(record)}")
+    path = self._path(record["name"], record["fingerprint"])
+    return atomic_write_json(path, _canonical(record))
+
+  def _read(self, path: epath.Path) -> dict:
+    try:
+      rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise StoreError(f"{path}: not a valid JSON record ({e}); delete it to "
+                       "re-run that run") from e
+    if not isinstance(rec, dict) or "name" not in rec or "fingerprint" not in rec:
+      raise StoreError(f"{path}: record needs 'name' and 'fingerprint'")
+    return rec
+
+  def get(self, name: str, fp: str) -> dict | None:
+    """The record of run ``name`` with fingerprint ``fp``, or None."""
+    path = self._path(name, fp)
+    if not path.exists():
+      return None
+    rec = self._read(path)
+    return rec if rec["fingerprint"] == fp and rec["name"] == name else None
+
+  def records(self) -> list[dict]:
+    """Every record in the store, sorted by (name, fingerprint)."""
+    if not self.root.exists():
+      return []
+    out = [self._read(p) for p in self.root.glob("*.json")
+           if not p.name.startswith(".")]
+    return sorted(out, key=lambda r: (r["name"], r["fingerprint"]))
+
+  def status(self, planned: Iterable[tuple[str, str]]) -> dict[str, list]:
+    """Which planned runs are done, missing or stale.
+
+    Returns:
+      ``{"done": [names], "missing": [names], "stale": [{"name",
+      "fingerprint", "expected"}]}``. A run with only a stale record is also
+      listed as missing (it must be trained again).
+    """
+    by_name: dict[str, list[str]] = {}
+    for rec in self.records():
+      by_name.setdefault(rec["name"], []).append(rec["fingerprint"])
+    done, missing, stale = [], [], []
+    for name, fp in planned:
+      fps = by_name.get(name, [])
+      if fp in fps:
+        done.append(name)
+      else:
+        missing.append(name)
+      stale += [{"name": name, "fingerprint": f, "expected": fp}
+                for f in fps if f != fp]
+    return {"done": done, "missing": missing, "stale": stale}
+
+
+def to_runs_json(records: Sequence[Mapping[str, Any]], metric: str) -> dict:
+  """RUNS.json dict from store records.
+
+  Args:
+    records: records with ``name``, ``tokens``, optional ``seed`` and
+      ``final_eval`` (top level or under ``result``).
+    metric: per-domain eval key: ``ppl_seq``, ``ppl_tok``, ``loss`` or ``bpb``.
+  """
+  if metric not in _RUNS_METRIC:
+    raise StoreError(f"metric {metric!r}: allowed {', '.join(_RUNS_METRIC)}")
+  runs = []
+  for rec in records:
+    result = rec.get("result", {}) or {}
+    final = rec.get("final_eval") or result.get("final_eval")
+    if not final or "domains" not in final:
+      raise StoreError(f"run {rec.get('name')!r}: record has no final_eval")
+    tokens = rec.get("tokens") or result.get("tokens_per_domain")
+    if not tokens:
+      raise StoreError(f"run {rec.get('name')!r}: record has no tokens")
+    ev = {}
+    for d, vals in final["domains"].items():
+      if metric not in vals:
+        raise StoreError(f"run {rec['name']!r}: final_eval.domains.{d} has no "
+                         f"{metric!r}")
+      ev[d] = float(vals[metric])
+    run = {"name": rec["name"], "tokens": {d: float(v) for d, v in
+                                           tokens.items()}, "eval": ev}
+    if "seed" in rec:
+      run["seed"] = int(rec["seed"])
+    runs.append(run)
+  return {"metric": _RUNS_METRIC[metric], "runs": runs}

@@ -1,0 +1,230 @@
+"""DDO: run design, availability, RUNS.json validation, fit + solve."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+
+from autoscale_jax.mixing import ddo, optimize, simulate
+
+DOMS = ["code", "books", "wiki", "web", "legal", "qa", "latex"]
+BUDGET = 7e5  # w0 * budget is an integer, so measured x equals the truth's x
+
+
+def _truth(seed=0, **kw):
+  rng = np.random.default_rng(seed)
+  a, b = rng.uniform(0.0, 1.5, len(DOMS)), rng.uniform(0.2, 1.5, len(DOMS))
+  return simulate.PowerLawTruth.from_relative(DOMS, a, b, budget=BUDGET,
+                                              base_metric=30.0, **kw), a, b
+
+
+def _small_runs():
+  plan = ddo.plan_runs(["a", "b"], 1000, factors=(0.2, 3.0))
+  return simulate.simulate_runs(plan, simulate.PowerLawTruth.from_relative(
+      ["a", "b"], [0.5, 0.3], [1.0, 0.7], budget=1000))
+
+
+# ---------------------------------------------------------------- run design
+
+def test_plan_runs_structure():
+  plan = ddo.plan_runs(DOMS, BUDGET)
+  assert len(plan) == 2 * len(DOMS) + 1
+  base = plan[0]
+  assert base["name"] == "base_s0" and base["domain"] is None
+  assert sum(base["tokens"].values()) == BUDGET
+  for run in plan[1:]:
+    d, f = run["domain"], run["factor"]
+    assert run["name"] == f"{d}_x{f:g}_s0"
+    assert run["tokens"][d] == round(f * base["tokens"][d])
+    assert all(run["tokens"][o] == base["tokens"][o] for o in DOMS if o != d)
+    assert sum(run["tokens"].values()) == BUDGET + (f - 1) * base["tokens"][d]
+  assert {r["name"] for r in plan} >= {"code_x0.2_s0", "code_x3_s0"}
+
+
+def test_plan_runs_seeds_factors_and_base_weights():
+  plan = ddo.plan_runs(["a", "b"], 1000, base_weights={"a": 3, "b": 1},
+                       factors=(0.2, 0.5, 3.0), seeds=(0, 1))
+  assert len(plan) == 2 * (1 + 2 * 3)
+  assert plan[0]["tokens"] == {"a": 750, "b": 250}
+  assert [r["name"] for r in plan if r["domain"] is None] == ["base_s0",
+                                                              "base_s1"]
+
+
+def test_check_availability_names_domain_and_shortfall():
+  plan = ddo.plan_runs(["code", "wiki"], 1000)
+  with pytest.raises(ddo.AvailabilityError) as e:
+    ddo.check_availability(plan, {"code": 1000, "wiki": 1500})
+  msg = str(e.value)
+  assert "code needs 500 more tokens" in msg and "'code_x3_s0'" in msg
+  assert "wiki" not in msg
+  with pytest.raises(ddo.AvailabilityError, match="wiki needs 100 more"):
+    ddo.check_availability(plan, {"code": 1000, "wiki": 1400})
+  ddo.check_availability(plan, {"code": 1000, "wiki": 1400}, allow_repeat=True)
+  ddo.check_availability(plan, {"code": 1500, "wiki": 1500})
+
+
+# --------------------------------------------------------- RUNS.json checks
+
+def _bad(mutate):
+  doc = copy.deepcopy(_small_runs())
+  mutate(doc)
+  with pytest.raises(ddo.RunsError) as e:
+    ddo.load_runs(doc)
+  return str(e.value)
+
+
+def _run(doc, name):
+  return next(r for r in doc["runs"] if r["name"] == name)
+
+
+def test_valid_runs_load():
+  data = ddo.load_runs(_small_runs())
+  assert data.domains == ["a", "b"] and data.bases == {0: "base_s0"}
+  assert {r["name"]: r["x"] for r in data.runs}["a_x3_s0"] == 3.0
+
+
+def test_unknown_domain():
+  msg = _bad(lambda d: _run(d, "a_x3_s0")["tokens"].update(zzz=5.0))
+  assert "run 'a_x3_s0'" in msg and "tokens.zzz" in msg and "unknown" in msg
+
+
+def test_missing_domain():
+  msg = _bad(lambda d: _run(d, "b_x0.2_s0")["tokens"].pop("a"))
+  assert "run 'b_x0.2_s0'" in msg and "tokens.a" in msg and "missing" in msg
+
+
+def test_non_positive_tokens():
+  msg = _bad(lambda d: _run(d, "a_x0.2_s0")["tokens"].update(a=0))
+  assert "run 'a_x0.2_s0'" in msg and "tokens.a=0" in msg and "> 0" in msg
+
+
+def test_no_base_run():
+  def mutate(doc):
+    doc["runs"] = [r for r in doc["runs"] if r["name"] != "base_s0"]
+    for r in doc["runs"]:
+      r["name"] = "r_" + r["name"]
+  msg = _bad(mutate)
+  assert "no base run for seed 0" in msg and "field name" in msg
+  assert "run 'r_" in msg
+
+
+def test_run_differing_in_two_domains():
+  msg = _bad(lambda d: _run(d, "a_x3_s0")["tokens"].update(b=1.0))
+  assert "run 'a_x3_s0'" in msg and "differs from base run 'base_s0'" in msg
+
+
+def test_domain_never_perturbed():
+  msg = _bad(lambda d: d.update(runs=[r for r in d["runs"]
+                                      if not r["name"].startswith("b_")]))
+  assert "domain 'b'" in msg and "tokens.b" in msg and "never perturbed" in msg
+
+
+def test_nan_metric():
+  msg = _bad(lambda d: _run(d, "b_x3_s0")["eval"].update(a=float("nan")))
+  assert "run 'b_x3_s0'" in msg and "eval.a is NaN" in msg
+
+
+def test_fewer_than_three_distinct_x():
+  msg = _bad(lambda d: d.update(runs=[r for r in d["runs"]
+                                      if r["name"] != "a_x0.2_s0"]))
+  assert "domain 'a'" in msg and "tokens.a" in msg and "2 distinct x" in msg
+
+
+def test_bad_metric_and_file(tmp_path):
+  msg = _bad(lambda d: d.update(metric="acc"))
+  assert "field metric='acc'" in msg
+  p = tmp_path / "RUNS.json"
+  p.write_text("{not json")
+  with pytest.raises(ddo.RunsError, match="not valid JSON"):
+    ddo.load_runs(str(p))
+
+
+def test_base_found_without_its_name():
+  doc = _small_runs()
+  _run(doc, "base_s0")["name"] = "reference"
+  assert ddo.load_runs(doc).bases == {0: "reference"}
+
+
+# -------------------------------------------------------------- fit + solve
+
+def test_fit_and_solve_recovers_known_optimum():
+  truth, a, b = _truth()
+  plan = ddo.plan_runs(DOMS, BUDGET, factors=(0.2, 0.5, 2.0, 3.0))
+  mix = ddo.fit_and_solve(simulate.simulate_runs(plan, truth), bootstrap=0)
+  for i, d in enumerate(DOMS):
+    assert mix["fits"][d]["a"] == pytest.approx(a[i], abs=1e-8)
+    assert mix["fits"][d]["b"] == pytest.approx(b[i], abs=1e-8)
+  opt = truth.optimum_relative({d: 1 / 7 for d in DOMS}, BUDGET)
+  for d in DOMS:
+    assert mix["weights"][d] == pytest.approx(opt[d], abs=1e-7)
+  assert sum(mix["weights"].values()) == pytest.approx(1.0, abs=1e-12)
+  assert sum(mix["tokens"].values()) == pytest.approx(BUDGET, rel=1e-12)
+  assert mix["kkt"]["ok"]
+  for d, side in mix["bound_domains"].items():
+    assert mix["multipliers"][d] == pytest.approx(0.2 if side == "lower" else 3)
+  assert mix["bound_domains"]  # this truth has domains at the floor
+
+
+def test_paper_design_three_points_interpolates():
+  truth, _, _ = _truth(seed=1)
+  plan = ddo.plan_runs(DOMS, BUDGET)
+  mix = ddo.fit_and_solve(simulate.simulate_runs(plan, truth), bootstrap=200)
+  assert all(f["rms"] < 1e-10 for f in mix["fits"].values())
+  assert mix["intervals"] == {}
+  assert any("no noise estimate" in w for w in mix["warnings"])
+
+
+def test_bootstrap_intervals_cover_truth():
+  truth, _, _ = _truth()
+  plan = ddo.plan_runs(DOMS, BUDGET, factors=(0.2, 0.5, 2.0, 3.0),
+                       seeds=(0, 1, 2))
+  runs = simulate.simulate_runs(plan, truth, noise=0.003, seed=1)
+  mix = ddo.fit_and_solve(runs, bootstrap=200, seed=0)
+  opt = truth.optimum_relative({d: 1 / 7 for d in DOMS}, BUDGET)
+  assert mix["bootstrap"]["noise_sd"] == pytest.approx(0.003, rel=0.4)
+  eps = 1e-12
+  inside = [mix["intervals"][d][0] - eps <= opt[d] <= mix["intervals"][d][1]
+            + eps for d in DOMS]
+  assert sum(inside) >= 5, (mix["intervals"], opt)
+  for d in DOMS:
+    lo, hi = mix["intervals"][d]
+    assert lo <= mix["weights"][d] + 1e-9 and mix["weights"][d] <= hi + 1e-9
+
+
+def test_out_of_domain_target():
+  rel, _, _ = _truth(seed=2)
+  m = len(DOMS)
+  # Training domains evaluate to constants; the "ood" set follows the law.
+  truth = simulate.PowerLawTruth(
+      DOMS, rel.A, rel.B, np.vstack([np.zeros((m, m)), rel.K[:1]]),
+      np.concatenate([np.ones(m), rel.E[:1]]), eval_domains=DOMS + ["ood"])
+  plan = ddo.plan_runs(DOMS, BUDGET, factors=(0.2, 0.5, 2.0, 3.0))
+  runs = simulate.simulate_runs(plan, truth)
+  mix = ddo.fit_and_solve(runs, target_domains={"ood": 1.0}, bootstrap=0)
+  opt = truth.optimum_relative({d: 1 / 7 for d in DOMS}, BUDGET,
+                               targets={"ood": 1.0})
+  for d in DOMS:
+    assert mix["weights"][d] == pytest.approx(opt[d], abs=1e-7)
+  with pytest.raises(ValueError, match="not evaluated"):
+    ddo.fit_and_solve(runs, target_domains={"nope": 1.0}, bootstrap=0)
+
+
+def test_infeasible_user_bounds():
+  with pytest.raises(optimize.InfeasibleError):
+    ddo.fit_and_solve(_small_runs(), bounds=(1.5, 3.0), bootstrap=0)
+
+
+def test_run_fit_stage_writes_mixture(tmp_path):
+  runs_path = tmp_path / "RUNS.json"
+  runs_path.write_text(json.dumps(_small_runs()))
+  out = tmp_path / "out"
+  mix = ddo.run_fit_stage(str(runs_path), str(out), bootstrap=0)
+  on_disk = json.loads((out / "mixture.json").read_text())
+  for key in ("budget_tokens", "weights", "tokens", "base_weights", "fits",
+              "intervals", "bound_domains", "kkt", "warnings", "metric"):
+    assert key in on_disk, key
+  assert on_disk["weights"] == pytest.approx(mix["weights"])
+  assert math.isclose(sum(on_disk["tokens"].values()), 1000, rel_tol=1e-12)
+  assert [p.name for p in out.iterdir()] == ["mixture.json"]
