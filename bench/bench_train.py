@@ -1,0 +1,101 @@
+"""Training throughput and MFU of the tiny config and GPT-2 small on this machine.
+
+Model FLOPs per token = 6 N + 12 n_layers d_model seq_len (PaLM appendix B:
+parameters plus the attention score/value matmuls, forward + backward). The
+peak is a measured float32 matmul rate of this machine (a jitted 2048^3 matmul),
+so MFU here means "fraction of what XLA's matmul reaches on these cores".
+
+Usage: python bench/bench_train.py [--steps 5] [--only tiny|gpt2_small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autoscale_jax import config as config_lib
+from autoscale_jax import models
+from autoscale_jax.train import sharding, trainer
+from autoscale_jax.train.synthetic import SyntheticBatches
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+  """Measured float32 matmul FLOP/s (best of ``reps``)."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best
+
+
+def bench(name: str, model_cfg, seq_len: int, batch: int, vocab: int,
+          steps: int, peak: float) -> dict:
+  c = config_lib.base_config()
+  c.model.update(dict(model_cfg))
+  c.model.max_len = max(c.model.max_len, seq_len)
+  c.train.update(seq_len=seq_len, global_batch_size=batch, eval_batch_size=batch)
+  mesh = sharding.make_mesh([1, 1, 1], jax.devices()[:1])
+  t0 = time.perf_counter()
+  compiled = trainer.get_compiled(c, vocab, mesh)
+  state = trainer.init_state(compiled, 0, steps + 1)
+  batches = SyntheticBatches(steps + 1, batch, seq_len, vocab, seed=0)
+  with jax.set_mesh(mesh):
+    data = [sharding.put_batch(batches.batch(s), mesh) for s in range(steps + 1)]
+    state, m = compiled.train_step(state, data[0])
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    for s in range(1, steps + 1):
+      state, m = compiled.train_step(state, data[s])
+    jax.block_until_ready((state, m))
+    dt = (time.perf_counter() - t) / steps
+  n = models.count_params(c.model, vocab)
+  tokens = batch * seq_len
+  flops = (6 * n + 12 * c.model.num_layers * c.model.d_model * seq_len) * tokens
+  return {"config": name, "params": n, "seq": seq_len, "batch": batch,
+          "step_s": dt, "tokens_per_s": tokens / dt,
+          "model_tflops": flops / dt / 1e12, "mfu": flops / dt / peak,
+          "compile_s": compile_s}
+
+
+def main() -> None:
+  p = argparse.ArgumentParser()
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--only", default="")
+  args = p.parse_args()
+  print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
+  print(f"machine: {platform.node()} {platform.machine()} {platform.processor()}"
+        f" cpus={os.cpu_count()} jax={jax.__version__} "
+        f"backend={jax.default_backend()} devices={len(jax.devices())}")
+  peak = matmul_peak()
+  print(f"measured fp32 matmul peak (2048^3, jit): {peak / 1e9:.1f} GFLOP/s")
+  runs = [("tiny", models.preset("gpt2_tiny"), 128, 16, 512),
+          ("gpt2_small", models.preset("gpt2_small", dropout=0.0), 512, 2, 50257)]
+  rows = [bench(name, cfg, seq, bs, vocab, args.steps, peak)
+          for name, cfg, seq, bs, vocab in runs
+          if not args.only or args.only == name]
+  print()
+  print("| config | params | seq x batch | step (s) | tokens/s | model TFLOP/s "
+        "| MFU | compile+first step (s) |")
+  print("|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['config']} | {r['params'] / 1e6:.1f}M | {r['seq']} x "
+          f"{r['batch']} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
+          f"{r['model_tflops']:.4f} | {100 * r['mfu']:.1f}% | "
+          f"{r['compile_s']:.1f} |")
+
+
+if __name__ == "__main__":
+  np.set_printoptions(precision=4)
+  main()

@@ -1,0 +1,175 @@
+"""Trainer tests: schedule, decay mask, sharding, grad accumulation, train_run."""
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from autoscale_jax import config as config_lib
+from autoscale_jax.train import optim, sharding, trainer
+from autoscale_jax.train.synthetic import SyntheticBatches
+
+V, L, B = 256, 32, 8
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden",
+                      "partition_specs_gpt2_tiny.json")
+
+
+def _config(mesh=(2, 2, 2), accum=1):
+  c = config_lib.base_config()
+  c.model.update(num_layers=1, d_model=32, num_heads=2, mlp_dim=64, max_len=L)
+  c.train.update(seq_len=L, global_batch_size=B, grad_accum_steps=accum,
+                 learning_rate=3e-3, eval_batch_size=B,
+                 checkpoint_every_steps=2, log_every_steps=2)
+  c.mesh.shape = list(mesh)
+  return c
+
+
+def _single(config):
+  return trainer.get_compiled(
+      config, V, sharding.make_mesh([1, 1, 1], jax.devices()[:1]))
+
+
+def _train(compiled, batches, steps):
+  state = trainer.init_state(compiled, 0, steps)
+  losses = []
+  with jax.set_mesh(compiled.mesh):
+    for s in range(steps):
+      batch = sharding.put_batch(batches.batch(s), compiled.mesh)
+      state, m = compiled.train_step(state, batch)
+      losses.append(float(m["loss"]))
+  return jax.device_get(state["params"]), losses
+
+
+def _assert_trees_close(a, b, atol):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=atol), a, b)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_schedule_warmup_then_decay_to_zero_over_this_run(kind):
+  for total in (50, 200):
+    lr = np.asarray([optim.lr_schedule(s, total, peak=1.0, warmup_frac=0.1,
+                                       kind=kind) for s in range(total + 1)])
+    warm = int(0.1 * total)
+    assert np.all(np.diff(lr[:warm]) > 0) and lr[warm - 1] == pytest.approx(1.0)
+    assert np.all(np.diff(lr[warm:]) < 0)
+    assert lr[total] == pytest.approx(0.0, abs=1e-7) and lr[total - 1] > 0
+
+
+def test_decay_mask_skips_biases_norms_and_positions():
+  mask = optim.decay_mask({"embed": 0, "pos_embed": 0, "ln": {"scale": 0,
+                           "bias": 0}, "fc": {"kernel": 0, "bias": 0},
+                           "attn": {"query": 0, "query_bias": 0}})
+  assert mask == {"embed": True, "pos_embed": False,
+                  "ln": {"scale": False, "bias": False},
+                  "fc": {"kernel": True, "bias": False},
+                  "attn": {"query": True, "query_bias": False}}
+
+
+def test_partition_specs_match_golden():
+  from autoscale_jax import models
+  mesh = sharding.make_mesh([2, 2, 2])
+  specs = trainer.param_partition_specs(models.preset("gpt2_tiny"), 512, mesh)
+  flat, _, _ = trainer._flatten(specs)  # pylint: disable=protected-access
+  got = {k: str(v) for k, v in sorted(flat.items())}
+  if os.environ.get("REGEN_GOLDEN"):
+    os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+    with open(GOLDEN, "w") as f:
+      json.dump(got, f, indent=1, sort_keys=True)
+  with open(GOLDEN) as f:
+    assert got == json.load(f)
+
+
+def test_sharded_training_equals_single_device():
+  batches = SyntheticBatches(3, B, L, V, seed=1, docs_per_row=2)
+  p1, l1 = _train(_single(_config()), batches, 3)
+  compiled = trainer.get_compiled(_config(), V)
+  assert dict(compiled.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+  p8, l8 = _train(compiled, batches, 3)
+  np.testing.assert_allclose(l1, l8, rtol=1e-5)
+  _assert_trees_close(p1, p8, atol=2e-5)
+
+
+def test_grad_accumulation_equals_big_batch():
+  batches = SyntheticBatches(2, B, L, V, seed=2)
+  p1, l1 = _train(_single(_config()), batches, 2)
+  p2, l2 = _train(_single(_config(accum=2)), batches, 2)
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  _assert_trees_close(p1, p2, atol=2e-5)
+
+
+def test_domain_metrics_definitions():
+  seq_loss = np.array([2.0, 6.0])
+  seq_tok = np.array([2.0, 3.0])
+  m = trainer.domain_metrics(seq_loss, seq_tok, np.array([4.0, 4.0]))
+  assert m["loss"] == pytest.approx(8 / 5)
+  assert m["ppl_tok"] == pytest.approx(math.exp(8 / 5))
+  assert m["ppl_seq"] == pytest.approx((math.e + math.e ** 2) / 2)
+  assert m["bpb"] == pytest.approx(8 / math.log(2) / 8)
+
+
+def test_train_run_contract_cache_and_finished_run(tmp_path, capsys):
+  c = _config()
+  batches = SyntheticBatches(4, B, L, V, seed=3, pad_final=True)
+  evals = {"a": batches.eval_set(5), "b": batches.eval_set(9, seed=7)}
+  r = trainer.train_run(c, batches, evals, tmp_path / "r1", vocab_size=V,
+                        eval_every_steps=2, progress_label="t1")
+  out = capsys.readouterr().out
+  assert "partial" in out and "[t1] step 4/4" in out
+  assert r["steps"] == 4 and set(r["tokens_per_domain"]) == {"a", "b"}
+  assert set(r["final_eval"]["domains"]) == {"a", "b"}
+  agg = r["final_eval"]["aggregate"]
+  for k in ("loss", "ppl_tok", "ppl_seq", "bpb"):
+    vals = [r["final_eval"]["domains"][d][k] for d in ("a", "b")]
+    assert agg[k] == pytest.approx(np.mean(vals))
+  assert [p["step"] for p in r["curve"]] == [2, 4]
+  assert r["curve"][-1]["tokens"] == pytest.approx(
+      sum(r["tokens_per_domain"].values()))
+  assert json.loads((tmp_path / "r1" / "result.json").read_text()) == r
+  assert len((tmp_path / "r1" / "metrics.jsonl").read_text().splitlines()) == 2
+  assert any(p.name.startswith("events.out.tfevents")
+             for p in (tmp_path / "r1").iterdir())
+
+  # A second run of the same shapes (different length) does not recompile.
+  compiled = trainer.get_compiled(c, V)
+  n_train = compiled.train_step._cache_size()  # pylint: disable=protected-access
+  n_eval = compiled.eval_step._cache_size()  # pylint: disable=protected-access
+  r2 = trainer.train_run(c, SyntheticBatches(2, B, L, V, seed=4), evals,
+                         tmp_path / "r2", vocab_size=V)
+  assert compiled.train_step._cache_size() == n_train  # pylint: disable=protected-access
+  assert compiled.eval_step._cache_size() == n_eval  # pylint: disable=protected-access
+  assert r2["steps"] == 2 and [p["step"] for p in r2["curve"]] == [2]
+
+  # A finished run is returned as is, never retrained.
+  assert trainer.train_run(c, batches, evals, tmp_path / "r1",
+                           vocab_size=V) == r
+  assert "already finished" in capsys.readouterr().out
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):
+  c = _config()
+  batches = SyntheticBatches(8, B, L, V, seed=5, nan_at_step=4)
+  evals = {"a": batches.eval_set(4)}
+  with pytest.raises(trainer.TrainingDiverged, match=r"step 5 of 8"):
+    trainer.train_run(c, batches, evals, tmp_path, vocab_size=V)
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps[-1] == 4
+  assert not (tmp_path / "result.json").exists()
+  import orbax.checkpoint as ocp
+  flat = ocp.PyTreeCheckpointer().restore(tmp_path / "checkpoints" / "4" / "state")
+  assert all(np.all(np.isfinite(v)) for v in flat.values())
+
+
+def test_bert_bf16_remat_dropout_train_step_runs_sharded():
+  c = _config()
+  c.model.update(kind="bert", dtype="bfloat16", remat=True, dropout=0.1)
+  compiled = trainer.get_compiled(c, V)
+  batches = SyntheticBatches(2, B, L, V, seed=6, kind="bert")
+  _, losses = _train(compiled, batches, 2)
+  assert all(np.isfinite(losses)) and abs(losses[0] - math.log(V)) < 1.0
+  m = trainer.evaluate(compiled, trainer.init_state(compiled, 0, 2)["params"],
+                       {"a": batches.eval_set(3)}, B)
+  assert np.isfinite(m["aggregate"]["loss"])
