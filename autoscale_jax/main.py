@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from autoscale_jax import config as config_lib  # noqa: E402
@@ -93,7 +94,13 @@ def _run(argv: list[str]) -> None:
   if stage is None:
     raise UsageError("--stage is required: one of " +
                      ", ".join(config_lib.STAGES))
+  from autoscale_jax import distributed  # pylint: disable=g-import-not-at-top
   from autoscale_jax import stages  # pylint: disable=g-import-not-at-top
+
+  info = distributed.maybe_initialize()
+  if info.initialized:
+    print(f"multi-process run: process {info.process_index} of "
+          f"{info.process_count} ({info.reason})", flush=True)
 
   options = stages.Options(
       workdir=_WORKDIR.value,
@@ -109,6 +116,10 @@ def _run(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
+  # Library INFO logs (orbax writes a dozen lines per checkpoint) drown the
+  # progress lines; keep warnings unless the user asked for --verbosity.
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   try:
     _run(argv)
   except _user_error_types() as e:  # pylint: disable=catching-non-exception

@@ -16,6 +16,8 @@ from typing import Any
 import ml_collections
 from etils import epath
 
+from autoscale_jax.experiments import store as store_lib
+
 # A fit whose RMS residual (relative to the base run's metric) exceeds this is
 # called out in the limits section.
 LARGE_RESIDUAL = 0.02
@@ -34,10 +36,9 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def _records(workdir: epath.Path) -> list[dict[str, Any]]:
-  store = workdir / "store"
-  if not store.exists():
+  if not (workdir / "store").exists():
     return []
-  return [json.loads(p.read_text()) for p in sorted(store.glob("*.json"))]
+  return store_lib.ExperimentStore(workdir / "store").records()
 
 
 def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
@@ -324,7 +325,5 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   out = epath.Path(workdir) / "report"
   for name, text in (("README.md", md),
                      ("index.html", markdown_to_html(md, config.study))):
-    tmp = out / f".{name}.tmp"
-    tmp.write_text(text)
-    tmp.rename(out / name)
+    store_lib.atomic_write_text(out / name, text)
   return str(out / "index.html")

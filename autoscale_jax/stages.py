@@ -16,8 +16,6 @@ atomically; every finished run is a record in the store, never retrained):
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -25,9 +23,7 @@ import ml_collections
 from etils import epath
 
 from autoscale_jax import config as config_lib
-
-METRIC_FOR_RUNS = {"ppl_seq": "ppl", "ppl_tok": "ppl", "loss": "loss"}
-
+from autoscale_jax.experiments import store as store_lib
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -161,10 +157,9 @@ class Study:
     return self._bundle
 
   @property
-  def store(self):
+  def store(self) -> store_lib.ExperimentStore:
     if self._store is None:
-      from autoscale_jax.experiments import store  # pylint: disable=g-import-not-at-top
-      self._store = store.ExperimentStore(self.workdir / "store")
+      self._store = store_lib.ExperimentStore(self.workdir / "store")
     return self._store
 
   def _run_identity(self, name: str, tokens: dict[str, int], seed: int,
@@ -189,7 +184,7 @@ class Study:
     """Returns the run's record, training it only if the store lacks it."""
     from autoscale_jax.train import trainer  # pylint: disable=g-import-not-at-top
     identity = self._run_identity(name, tokens, seed, eval_every)
-    fp = self.store.fingerprint(identity)
+    fp = store_lib.fingerprint(identity)
     record = self.store.get(name, fp)
     if record is not None:
       say(f"{label}: {name} already done (record {fp[:10]}), reused")
@@ -203,7 +198,7 @@ class Study:
     result = trainer.train_run(
         self.config, batches, self.bundle.eval_sets(), str(run_dir),
         vocab_size=self.bundle.tokenizer.vocab_size,
-        eval_every_steps=eval_every, progress_label=f"{label} {name}")
+        eval_every_steps=eval_every, progress_label=f"{label.strip('[]')} {name}")
     record = {
         "name": name,
         "fingerprint": fp,
@@ -250,26 +245,44 @@ class Study:
     for plan in plans:  # check every budget before training anything
       ddo.check_availability(plan, self.bundle.available_tokens,
                              allow_repeat=self.options.allow_repeat)
+    self._say_status([self._planned(k, run) for k, plan in enumerate(plans)
+                      for run in plan])
     complete = True
     for k, plan in enumerate(plans):
       mine = self._my_share([r["name"] for r in plan])
       say(f"\nDDO budget {k + 1}/{len(plans)}: {c.ddo.budgets[k]:.4g} tokens, "
           f"{len(plan)} runs" + (f" ({len(mine)} on this worker)"
                                  if len(mine) != len(plan) else ""))
-      records = []
       for i, run in enumerate(plan, 1):
-        name = f"b{k}_{run['name']}"
         if run["name"] not in mine:
           continue
-        records.append(self._train_or_load(
-            name, run["tokens"], int(c.seed) + int(run["seed"]),
-            label=f"[ddo b{k + 1} {i}/{len(plan)}]",
+        name, tokens, seed = self._planned(k, run)
+        self._train_or_load(
+            name, tokens, seed, label=f"[ddo b{k + 1} {i}/{len(plan)}]",
             extra={"kind": "ddo", "budget_index": k,
                    "budget_tokens": float(c.ddo.budgets[k]),
                    "domain": run.get("domain"), "factor": run.get("factor"),
-                   "plan_seed": int(run["seed"])}))
+                   "plan_seed": int(run["seed"])})
       complete = self._fit_budget(k, plan) and complete
     return complete
+
+  def _planned(self, k: int, run: dict[str, Any]
+               ) -> tuple[str, dict[str, int], int]:
+    """(store name, quotas, training seed) of a planned DDO run."""
+    return (f"b{k}_{run['name']}", run["tokens"],
+            int(self.config.seed) + int(run["seed"]))
+
+  def _say_status(self, planned: list[tuple[str, dict[str, int], int]]) -> None:
+    """Prints how many planned runs are done, to train, or stale."""
+    keyed = [(name, store_lib.fingerprint(self._run_identity(name, t, s, 0)))
+             for name, t, s in planned]
+    status = self.store.status(keyed)
+    say(f"store: {len(status['done'])} of {len(keyed)} DDO runs done, "
+        f"{len(status['missing'])} to train")
+    for st in status["stale"]:
+      say(f"store: stale record for {st['name']} (fingerprint "
+          f"{st['fingerprint'][:10]}, expected {st['expected'][:10]}: the "
+          "config, data or tokenizer changed); it is kept but not reused")
 
   def _my_share(self, names: list[str]) -> set[str]:
     o = self.options
@@ -282,55 +295,35 @@ class Study:
     from autoscale_jax import distributed  # pylint: disable=g-import-not-at-top
     return set(distributed.worker_share(names, o.worker_index, o.num_workers))
 
-  def _budget_records(self, k: int, plan: list[dict[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], list[str]]:
-    records, missing = [], []
-    for run in plan:
-      name = f"b{k}_{run['name']}"
-      identity = self._run_identity(name, run["tokens"],
-                                    int(self.config.seed) + int(run["seed"]), 0)
-      rec = self.store.get(name, self.store.fingerprint(identity))
-      if rec is None:
-        missing.append(name)
-      else:
-        records.append((run, rec))
-    return records, missing
-
   def _fit_budget(self, k: int, plan: list[dict[str, Any]]) -> bool:
     from autoscale_jax.mixing import ddo  # pylint: disable=g-import-not-at-top
     c = self.config
-    pairs, missing = self._budget_records(k, plan)
+    records, missing = [], []
+    for run in plan:
+      name, tokens, seed = self._planned(k, run)
+      identity = self._run_identity(name, tokens, seed, 0)
+      rec = self.store.get(name, store_lib.fingerprint(identity))
+      if rec is None:
+        missing.append(name)
+      else:
+        records.append(rec)
     if missing:
       say(f"DDO budget {k + 1}: {len(missing)} runs not finished yet "
           f"({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); "
           "run --stage=fit once every worker is done.")
       return False
-    runs_json = self._runs_json(pairs)
+    runs_json = store_lib.to_runs_json(records, c.ddo.metric)
     out = self._budget_dir(k)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "runs.json", runs_json)
+    store_lib.atomic_write_json(out / "runs.json", runs_json)
     mixture = ddo.fit_and_solve(
-        runs_json, metric=runs_json["metric"],
+        runs_json, metric=c.ddo.metric,
         target_domains=dict(c.ddo.target_domains) or None,
         upper_bound=bool(c.ddo.upper_bound), bootstrap=int(c.ddo.bootstrap),
         seed=int(c.seed))
-    mixture["budget_tokens"] = float(c.ddo.budgets[k])
     ddo.write_mixture(str(out / "mixture.json"), mixture)
     _print_mixture(f"DDO optimum at {c.ddo.budgets[k]:.4g} tokens", mixture)
     return True
-
-  def _runs_json(self, pairs) -> dict[str, Any]:
-    metric_key = self.config.ddo.metric
-    runs = []
-    for run, rec in pairs:
-      runs.append({
-          "name": run["name"],
-          "tokens": {d: float(v) for d, v in rec["tokens_trained"].items()},
-          "eval": {d: float(v[metric_key])
-                   for d, v in rec["final_eval"]["domains"].items()},
-          "seed": int(run["seed"]),
-      })
-    return {"metric": METRIC_FOR_RUNS[metric_key], "runs": runs}
 
   def fit(self) -> bool:
     ok = True
@@ -405,9 +398,9 @@ class Study:
                                      smoothing=int(c.final.smoothing))
     table["final_eval"] = finals
     table["mixtures"] = {n: m["weights"] for n, m in mixtures.items()}
-    _write_json(out / "comparison.json", table)
+    store_lib.atomic_write_json(out / "comparison.json", table)
     md = speedup.to_markdown(table)
-    _write_text(out / "comparison.md", md)
+    store_lib.atomic_write_text(out / "comparison.md", md)
     say("\n" + md)
     return True
 
@@ -422,22 +415,3 @@ def _slug(name: str) -> str:
   stem = epath.Path(name).stem if ("/" in name or name.endswith(".json")) \
       else name
   return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)
-
-
-def _write_text(path: epath.Path, text: str) -> None:
-  tmp = path.parent / f".{path.name}.tmp"
-  tmp.write_text(text)
-  tmp.rename(path)
-
-
-def _write_json(path: epath.Path, obj: Any) -> None:
-  _write_text(path, json.dumps(obj, indent=2, sort_keys=True,
-                               default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-  if hasattr(o, "tolist"):
-    return o.tolist()
-  if isinstance(o, float) and not math.isfinite(o):
-    return None
-  raise TypeError(f"not JSON serialisable: {type(o)}")

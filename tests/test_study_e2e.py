@@ -1,0 +1,100 @@
+"""The whole study through the CLI on the micro config (fixture corpus).
+
+`--stage=all` runs DDO at two budgets, projection, final training and the
+report; a second invocation reuses every finished run and gives the same
+numbers; a changed config makes the old records stale, never reused.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOMAINS = ("alpha", "beta", "gamma")
+
+
+def _cli(*args, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("XLA_FLAGS", None)  # one CPU device, as a user would run it
+  r = subprocess.run(
+      [sys.executable, "-m", "autoscale_jax.main", *args], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=timeout)
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+  return r.stdout
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("micro")
+  out = _cli("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}")
+  return workdir, out
+
+
+def _json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def test_all_stages_ran(study):
+  workdir, out = study
+  for k, stage in enumerate(("ddo", "project", "train", "report"), 1):
+    assert f"=== stage {k}/4: {stage} ===" in out
+  # 2 budgets x (2m + 1) DDO runs + 2 final runs, one record each.
+  records = sorted(os.listdir(workdir / "store"))
+  assert len(records) == 2 * (2 * len(DOMAINS) + 1) + 2
+  assert len(re.findall(r": training ", out)) == len(records)
+  for k in (0, 1):
+    assert (workdir / "ddo" / f"budget_{k}" / "mixture.json").exists()
+  assert (workdir / "project" / "mixture.json").exists()
+  assert (workdir / "final" / "comparison.json").exists()
+
+
+def test_report_names_domains_and_matches_json(study):
+  workdir, _ = study
+  md = (workdir / "report" / "README.md").read_text()
+  html = (workdir / "report" / "index.html").read_text()
+  for d in DOMAINS:
+    assert d in md and d in html
+  for k in (0, 1):
+    mix = _json(workdir / "ddo" / f"budget_{k}" / "mixture.json")
+    for d in DOMAINS:
+      assert f"{mix['weights'][d]:.4f}" in md
+      fit = mix["fits"][d]
+      assert f"| {d} | {fit['a']:.4f} | {fit['b']:.4f} | {fit['c']:.4f} |" in md
+  proj = _json(workdir / "project" / "mixture.json")
+  for d in DOMAINS:
+    assert f"| {d} | {proj['weights'][d]:.4f} | {proj['tokens'][d]:.4g} |" in md
+  comparison = _json(workdir / "final" / "comparison.json")
+  for name, final in comparison["final_eval"].items():
+    assert name in md
+  for png in ("weights.png", "trajectory.png", "final_curves.png",
+              "fits_budget_0.png"):
+    assert (workdir / "report" / png).stat().st_size > 1000
+    assert png in html
+
+
+def test_second_run_reuses_everything(study):
+  workdir, _ = study
+  before = {k: (workdir / "ddo" / f"budget_{k}" / "mixture.json").read_bytes()
+            for k in (0, 1)}
+  comparison = _json(workdir / "final" / "comparison.json")
+  out = _cli("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}")
+  assert ": training " not in out
+  assert out.count("already done") == 2 * (2 * len(DOMAINS) + 1) + 2
+  for k in (0, 1):
+    after = (workdir / "ddo" / f"budget_{k}" / "mixture.json").read_bytes()
+    assert after == before[k]
+  assert _json(workdir / "final" / "comparison.json") == comparison
+
+
+def test_changed_config_reports_stale_and_retrains(study):
+  workdir, _ = study
+  out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
+             "--config.train.learning_rate=0.001")
+  assert "stale record for b0_base_s0" in out
+  assert "stale record for b1_base_s0" in out
+  assert len(re.findall(r": training ", out)) == 2 * (2 * len(DOMAINS) + 1)
