@@ -15,8 +15,16 @@ is closed form, ``n_i(lambda) = clip((k_i b_i / (lambda s_i))^(1/(b_i+1)) -
 a_i, lo_i, hi_i)``, and ``sum_i s_i n_i(lambda)`` decreases in lambda, so the
 dual problem is a 1-D monotone root: bisection on log(lambda) (dual gradient
 ascent with an exact line search) gives the optimum to float64 precision in
-~100 fused steps, for every domain at once. A certificate re-checks the KKT
-conditions in numpy before anything is returned.
+~100 fused steps, for every domain at once.
+
+``method="projected_gradient"`` solves the primal instead: Hessian-scaled
+projected gradient steps (the objective is separable, so its Hessian is
+diagonal and the scaled step is projected Newton) with Armijo backtracking,
+each followed by the exact projection onto the feasible set (a 1-D monotone
+bisection on the shift, finished by the linear solve on its free set),
+warm-started from the projection of the base point and iterated in a
+``lax.while_loop`` to a step tolerance. Either way a certificate re-checks the
+KKT conditions in numpy before anything is returned.
 """
 
 from __future__ import annotations
@@ -96,6 +104,120 @@ _solve_jit = jax.jit(_solve_core)
 _solve_batch_jit = jax.jit(jax.vmap(_solve_core))
 
 
+_PROJ_ITERS = 100
+_PG_MAX_ITERS = 200
+_PG_XTOL = 1e-11
+_ARMIJO_C = 1e-4
+_ARMIJO_STEPS = 40
+
+
+def _project_core(y, s, lo, hi, total, w):
+  """Projection onto ``{s.x = total, lo <= x <= hi}`` in the ``w``-metric.
+
+  Minimises ``sum_i w_i (x_i - y_i)^2`` (Euclidean for ``w = 1``). The
+  solution is ``x(mu) = clip(y - mu s / w, lo, hi)`` with ``s.x(mu)``
+  continuous, piecewise linear and non-increasing in the shift ``mu``:
+  bisection on ``mu``, then the exact linear solve on the free set it
+  identifies. Needs finite ``lo <= hi`` and a feasible budget; rows with
+  ``lo = hi`` are fixed. Returns ``(x, mu)``.
+  """
+  r = s / w
+  lmu = jnp.min((y - hi) / r) - 1.0  # every x_i at hi (sum too large)
+  rmu = jnp.max((y - lo) / r) + 1.0  # every x_i at lo (sum too small)
+
+  def excess(mu):
+    return jnp.sum(s * jnp.clip(y - mu * r, lo, hi)) - total
+
+  def body(_, lr):
+    l, u = lr
+    mid = 0.5 * (l + u)
+    pos = excess(mid) > 0  # too much: larger shift
+    return jnp.where(pos, mid, l), jnp.where(pos, u, mid)
+
+  lmu, rmu = jax.lax.fori_loop(0, _PROJ_ITERS, body, (lmu, rmu))
+  mu = 0.5 * (lmu + rmu)
+  z = y - mu * r
+  free = (z > lo) & (z < hi)
+  fixed = jnp.clip(z, lo, hi)
+  denom = jnp.sum(jnp.where(free, s * r, 0.0))
+  num = jnp.sum(jnp.where(free, s * y, 0.0)) + jnp.sum(
+      jnp.where(free, 0.0, s * fixed)) - total
+  mu = jnp.where(denom > 0, num / jnp.where(denom > 0, denom, 1.0), mu)
+  return jnp.clip(y - mu * r, lo, hi), mu
+
+
+_project_jit = jax.jit(_project_core)
+
+
+def _pg_core(a, b, k, s, lo, hi, total, active):
+  """Scaled projected gradient with Armijo steps; arrays ``[m]``.
+
+  Iterates ``d = P_D(x - D^-1 grad f(x)) - x``, ``x += t d`` with ``t`` the
+  first of ``1, 1/2, ...`` passing Armijo, where ``D = diag(hess f(x))`` (the
+  objective is separable, so this is its exact Hessian) and ``P_D`` is the
+  projection in the D-metric, i.e. the exact Euclidean projection in the
+  rescaled coordinates ``sqrt(D) x``. Warm start: the projection of the base
+  point ``n = total / sum(s)``. Stops when ``|d_i| <= xtol (1 + |x_i|)``.
+  Returns ``(n, log lambda, iterations, converged)``; inactive rows give 0.
+  """
+  a = jnp.where(active, a, 1.0)
+  b = jnp.where(active, b, 1.0)
+  k = jnp.where(active, k, 0.0)
+  s = jnp.where(active, s, 1.0)
+  lo = jnp.where(active, lo, 0.0)
+  slack = total - jnp.sum(s * lo)
+  hi = jnp.where(active, jnp.minimum(hi, lo + slack / s), 0.0)
+
+  def df(x, d, t):
+    # f(x + t d) - f(x), term by term without cancellation.
+    u = x + a
+    return jnp.sum(k * jnp.power(u, -b) * jnp.expm1(-b * jnp.log1p(t * d / u)))
+
+  def step(x):
+    u = x + a
+    g = -k * b * jnp.power(u, -b - 1.0)
+    h = jnp.where(active, k * b * (b + 1.0) * jnp.power(u, -b - 2.0), 1.0)
+    p, mu = _project_core(x - g / h, s, lo, hi, total, h)
+    return g, p - x, mu
+
+  def small(x, d):
+    return jnp.all(jnp.abs(d) <= _PG_XTOL * (1.0 + jnp.abs(x)))
+
+  eps = jnp.finfo(a.dtype).eps
+  nact = jnp.sum(active)
+  x0, _ = _project_core(jnp.full_like(a, total / jnp.sum(
+      jnp.where(active, s, 0.0))), s, lo, hi, total, jnp.ones_like(a))
+
+  def cond(st):
+    x, it, done = st
+    return (~done) & (it < _PG_MAX_ITERS)
+
+  def body(st):
+    x, it, _ = st
+    g, d, _ = step(x)
+    slope = jnp.sum(g * d)
+    # Rounding level of the test: the budget holds to ~eps, and a step along
+    # its error changes f by ~eps * |g.x|; below that Armijo cannot decide, and
+    # the (then tiny, locally quadratic) Newton step is taken as it is.
+    eta = 4.0 * eps * nact * (jnp.sum(jnp.abs(g * x)) + jnp.sum(
+        k * jnp.power(x + a, -b)))
+    ts = 0.5 ** jnp.arange(_ARMIJO_STEPS, dtype=x.dtype)
+    fs = jax.vmap(lambda t: df(x, d, t))(ts)
+    ok = fs <= _ARMIJO_C * ts * slope + eta
+    t = jnp.where(jnp.any(ok), ts[jnp.argmax(ok)], 0.0)
+    # No Armijo step left means the step is at rounding level: stop.
+    return x + t * d, it + 1, small(x, d) | (t == 0.0)
+
+  x, it, _ = jax.lax.while_loop(cond, body, (x0, jnp.int32(0),
+                                              jnp.bool_(False)))
+  _, d, mu = step(x)
+  conv = small(x, d)
+  return jnp.where(active, x, 0.0), jnp.log(mu), it, conv
+
+
+_pg_jit = jax.jit(_pg_core)
+
+
 def _bucket(n: int) -> int:
   return max(8, 1 << max(0, (n - 1).bit_length()))
 
@@ -131,20 +253,87 @@ def check_feasible(lo: np.ndarray, hi: np.ndarray, s: np.ndarray,
         ", ".join(f"{d}={h:g}" for d, h in zip(domains, hi)) + ")")
 
 
-def solve_arrays(a, b, lo, hi, total: float, k=None, s=None
-                 ) -> tuple[np.ndarray, float]:
-  """Solves one instance given ``[m]`` arrays; returns (n, lambda). No checks."""
+METHODS = ("bisection", "projected_gradient")
+
+
+def _solve_arrays(a, b, lo, hi, total: float, k=None, s=None,
+                  method: str = "bisection") -> tuple[np.ndarray, float, dict]:
+  if method not in METHODS:
+    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
   a = np.asarray(a, np.float64)
   m = a.shape[-1]
-  k = np.ones(m) if k is None else k
-  s = np.ones(m) if s is None else s
+  k = np.ones(m) if k is None else np.asarray(k, np.float64)
+  s = np.ones(m) if s is None else np.asarray(s, np.float64)
+  b, lo, hi = (np.broadcast_to(np.asarray(v, np.float64), (m,))
+               for v in (b, lo, hi))
   mp = _bucket(m)
-  a, b, k, s, lo, hi = _pad([(a, 1.0), (b, 1.0), (k, 0.0), (s, 1.0),
-                             (lo, 0.0), (hi, 0.0)], m, mp)
+  args = _pad([(a, 1.0), (b, 1.0), (k, 0.0), (s, 1.0), (lo, 0.0), (hi, 0.0)],
+              m, mp)
   active = np.arange(mp) < m
+  info: dict = {"method": method}
   with float64():
-    n, ll = _solve_jit(a, b, k, s, lo, hi, np.float64(total), active)
-    return np.asarray(n)[:m], float(np.exp(ll))
+    if method == "bisection":
+      n, ll = _solve_jit(*args, np.float64(total), active)
+      info["iterations"] = _BISECT_ITERS
+    else:
+      n, ll, it, conv = _pg_jit(*args, np.float64(total), active)
+      info["iterations"], info["converged"] = int(it), bool(conv)
+    n = np.asarray(n)[:m]
+    ll = float(ll)
+  lam = _multiplier(n, a, b, k, s, lo, hi, float(np.exp(ll)))
+  return n, lam, info
+
+
+def _multiplier(n, a, b, k, s, lo, hi, lam: float) -> float:
+  """lambda consistent with the point ``n`` and the caller's bounds.
+
+  Both solvers cap ``hi_i`` at what the others' lower bounds leave over. When
+  that cap binds (every other domain at its lower bound, e.g. m = 2 with one
+  bound domain) the solver's own multiplier is anywhere in a flat interval,
+  while the cap is no bound of the problem: that domain is free and sets
+  lambda. So: the mean gain of the free domains if there are any, else a
+  value between the lower-bound and the upper-bound gains (``lam`` if it is).
+  """
+  gain = k * b * np.power(n + a, -b - 1.0) / s
+  btol = 1e-9 * (1.0 + np.abs(n))
+  at_lo = n <= lo + btol
+  at_hi = (n >= hi - btol) & ~at_lo
+  free = ~at_lo & ~at_hi
+  if free.any():
+    return float(np.exp(np.mean(np.log(gain[free]))))
+  lower = float(np.max(gain[at_lo])) if at_lo.any() else 0.0
+  upper = float(np.min(gain[at_hi])) if at_hi.any() else np.inf
+  if lower <= lam <= upper:
+    return float(lam)
+  if not at_hi.any():
+    return lower
+  if not at_lo.any():
+    return upper
+  return float(np.sqrt(lower * upper))
+
+
+def solve_arrays(a, b, lo, hi, total: float, k=None, s=None,
+                 method: str = "bisection") -> tuple[np.ndarray, float]:
+  """Solves one instance given ``[m]`` arrays; returns (n, lambda). No checks."""
+  n, lam, _ = _solve_arrays(a, b, lo, hi, total, k, s, method)
+  return n, lam
+
+
+def project(y, lo, hi, total: float, s=None, w=None
+            ) -> tuple[np.ndarray, float]:
+  """Exact projection of ``y`` onto ``{s.x = total, lo <= x <= hi}``.
+
+  Euclidean (``w = 1``) or in the metric ``sum_i w_i (x_i - y_i)^2``.
+  Returns ``(x, mu)`` with ``x = clip(y - mu s / w, lo, hi)``. Bounds must be
+  finite and feasible (see :func:`check_feasible`).
+  """
+  y = np.asarray(y, np.float64)
+  full = lambda v: np.broadcast_to(np.asarray(1.0 if v is None else v,
+                                              np.float64), y.shape)
+  with float64():
+    x, mu = _project_jit(y, full(s), full(lo), full(hi), np.float64(total),
+                         full(w))
+    return np.asarray(x), float(mu)
 
 
 def solve_batch(a, b, lo, hi, total: float, k=None, s=None) -> np.ndarray:
@@ -240,7 +429,7 @@ def _as_vec(v, domains, name, default=None) -> np.ndarray:
 
 def solve(a, b, lo=0.2, hi=np.inf, total: float | None = None, k=None,
           s=None, domains: Sequence[str] | None = None,
-          tol: float = 1e-6) -> Solution:
+          tol: float = 1e-6, method: str = "bisection") -> Solution:
   """Solves the mixture problem and certifies it.
 
   Args:
@@ -252,6 +441,12 @@ def solve(a, b, lo=0.2, hi=np.inf, total: float | None = None, k=None,
       non-uniform base mixture).
     domains: names (default the keys of ``a`` if it is a dict, else d0..).
     tol: relative tolerance of the KKT certificate.
+    method: ``"bisection"`` (default: exact dual bisection on lambda) or
+      ``"projected_gradient"`` (Hessian-scaled projected gradient with Armijo
+      steps and an exact projection). Both reach the same optimum to ~1e-12
+      and pass the same certificate; bisection stays the default because it
+      is a fixed ~120 fused steps with no step-size logic, and several times
+      faster (one projection already costs a bisection).
 
   Returns:
     :class:`Solution` with ``n`` by domain, ``lam``, bound domains, certificate.
@@ -281,8 +476,9 @@ def solve(a, b, lo=0.2, hi=np.inf, total: float | None = None, k=None,
         "the law (n + a)^-b is undefined at the lower bound (lo + a <= 0) for: "
         + ", ".join(undefined) + "; raise lo above -a")
   check_feasible(lo, hi, s, total, domains)
-  n, lam = solve_arrays(a, b, lo, hi, total, k, s)
+  n, lam, info = _solve_arrays(a, b, lo, hi, total, k, s, method)
   cert = certify(n, a, b, lo, hi, total, lam, domains, k, s, tol)
+  cert.update(info)
   bound = {d: "lower" for d in cert["lower"]}
   bound.update({d: "upper" for d in cert["upper"]})
   return Solution(n=dict(zip(domains, map(float, n))), lam=lam,
