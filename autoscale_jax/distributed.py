@@ -204,3 +204,16 @@ def worker_share(items: Iterable[T], worker_index: int,
                      f"[0, {num_workers})")
   ordered: Sequence[T] = sorted(set(items))  # type: ignore[type-var]
   return list(ordered[worker_index::num_workers])
+
+
+def write_once(name: str, fn: Callable[[], R]) -> Optional[R]:
+  """Runs the write ``fn`` on process 0, then waits for every process.
+
+  The barrier (``multihost_utils.sync_global_devices``) makes sure no process
+  reads a file before process 0 has written it. Single-process: just ``fn()``.
+  """
+  result = fn() if is_primary() else None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"autoscale_jax:{name}")
+  return result

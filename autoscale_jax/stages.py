@@ -23,6 +23,7 @@ import ml_collections
 from etils import epath
 
 from autoscale_jax import config as config_lib
+from autoscale_jax import distributed
 from autoscale_jax.experiments import store as store_lib
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +214,7 @@ class Study:
         "run_dir": str(run_dir),
         **(extra or {}),
     }
-    self.store.put(record)
+    distributed.write_once(f"record {name}", lambda: self.store.put(record))
     agg = result["final_eval"]["aggregate"]
     say(f"{label}: {name} done in {record['wall_seconds']:.1f}s: "
         f"loss={agg['loss']:.4f} ppl_seq={agg['ppl_seq']:.2f} "
@@ -313,15 +314,18 @@ class Study:
           "run --stage=fit once every worker is done.")
       return False
     runs_json = store_lib.to_runs_json(records, c.ddo.metric)
-    out = self._budget_dir(k)
-    out.mkdir(parents=True, exist_ok=True)
-    store_lib.atomic_write_json(out / "runs.json", runs_json)
     mixture = ddo.fit_and_solve(
         runs_json, metric=c.ddo.metric,
         target_domains=dict(c.ddo.target_domains) or None,
         upper_bound=bool(c.ddo.upper_bound), bootstrap=int(c.ddo.bootstrap),
         seed=int(c.seed))
-    ddo.write_mixture(str(out / "mixture.json"), mixture)
+    out = self._budget_dir(k)
+
+    def write():
+      out.mkdir(parents=True, exist_ok=True)
+      store_lib.atomic_write_json(out / "runs.json", runs_json)
+      ddo.write_mixture(str(out / "mixture.json"), mixture)
+    distributed.write_once(f"fit budget {k}", write)
     _print_mixture(f"DDO optimum at {c.ddo.budgets[k]:.4g} tokens", mixture)
     return True
 
@@ -349,11 +353,16 @@ class Study:
       raise StageError("projection needs DDO optima at >= 2 budgets; "
                        f"config.ddo.budgets has {len(paths)}")
     out = self.workdir / "project"
-    mixture = projection.run_project_stage(
-        paths, float(c.project.target_tokens), str(out),
+    mixture = projection.project(
+        projection.load_optima(paths), float(c.project.target_tokens),
         available_tokens=dict(self.bundle.available_tokens),
         max_epochs=float(c.project.max_epochs))
-    export.export_all(mixture, str(out / "export"), task_prefix=c.study)
+
+    def write():
+      out.mkdir(parents=True, exist_ok=True)
+      store_lib.atomic_write_json(out / "mixture.json", mixture)
+      export.export_all(mixture, str(out / "export"), task_prefix=c.study)
+    distributed.write_once("project", write)
     _print_mixture(f"projected mixture at {c.project.target_tokens:.4g} "
                    "tokens", mixture)
     return True
@@ -392,22 +401,27 @@ class Study:
       finals[n] = rec["final_eval"]
     metric = c.ddo.metric
     out = self.workdir / "final"
-    out.mkdir(parents=True, exist_ok=True)
     reference = "projected" if "projected" in curves else names[0]
     table = speedup.comparison_table(curves, metric, reference=reference,
                                      smoothing=int(c.final.smoothing))
     table["final_eval"] = finals
     table["mixtures"] = {n: m["weights"] for n, m in mixtures.items()}
-    store_lib.atomic_write_json(out / "comparison.json", table)
     md = speedup.to_markdown(table)
-    store_lib.atomic_write_text(out / "comparison.md", md)
+
+    def write():
+      out.mkdir(parents=True, exist_ok=True)
+      store_lib.atomic_write_json(out / "comparison.json", table)
+      store_lib.atomic_write_text(out / "comparison.md", md)
+    distributed.write_once("comparison", write)
     say("\n" + md)
     return True
 
   def report(self) -> bool:
     from autoscale_jax import report  # pylint: disable=g-import-not-at-top
-    path = report.write_report(self.config, str(self.workdir))
-    say(f"report written: {path}")
+    path = distributed.write_once(
+        "report", lambda: report.write_report(self.config, str(self.workdir)))
+    if path:
+      say(f"report written: {path}")
     return True
 
 
