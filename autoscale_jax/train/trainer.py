@@ -477,7 +477,10 @@ def train_run(config: Any, batches: Any,
                                       if k != "step"})
           with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-          print(f"{label}step {done}/{num_steps} loss {record['loss']:.4f} "
+          filled = int(20 * done / num_steps)
+          bar = "#" * filled + "." * (20 - filled)
+          print(f"{label}[{bar}] step {done}/{num_steps} "
+                f"loss {record['loss']:.4f} "
                 f"lr {record['lr']:.2e} tok/s {tps:,.0f} eta {_fmt_time(eta)}",
                 flush=True)
           t_log, s_log = now, done

@@ -1,0 +1,43 @@
+"""Ctrl-C during a study keeps every finished run; the next run continues."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("XLA_FLAGS", None)
+  return env
+
+
+def test_ctrl_c_keeps_finished_runs(tmp_path):
+  cmd = [sys.executable, "-m", "autoscale_jax.main", "--stage=ddo",
+         "--config=configs/micro.py", f"--workdir={tmp_path}"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  store = tmp_path / "store"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if store.exists() and len(list(store.glob("*.json"))) >= 2:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the stage finished before it could be interrupted"
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert "interrupted: finished runs are kept" in err
+  kept = sorted(p.name for p in store.glob("*.json"))
+  assert len(kept) >= 2
+
+  r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True,
+                     text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.stdout.count("already done") >= len(kept)
+  assert (tmp_path / "ddo" / "budget_1" / "mixture.json").exists()
+  # Records written before the interrupt are untouched by the second run.
+  assert set(kept) <= {p.name for p in store.glob("*.json")}
