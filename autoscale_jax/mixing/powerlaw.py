@@ -308,8 +308,9 @@ def diagnose(domain: str, xs: np.ndarray, ys: np.ndarray, fit: PowerLawFit,
         break
   if len(ux) == 3 and len(xs) == 3 and fit.rms > INTERP_TOL:
     out.append(f"domain {domain!r}: no curve (x+a)^-b+c passes through the 3 "
-               f"points (not convex and decreasing); least-squares fit has rms "
-               f"{fit.rms:.3g}")
+               "points (the paper's form has unit amplitude, so it cannot "
+               "follow every convex decreasing response); least-squares fit "
+               f"has rms {fit.rms:.3g}")
   if fit.b > B_MAX_WARN or fit.b < B_MIN_WARN:
     out.append(f"domain {domain!r}: exponent b={fit.b:.3g} at its limit "
                f"(outside [{B_MIN_WARN:g}, {B_MAX_WARN:g}]); the fit is "
