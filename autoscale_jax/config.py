@@ -5,6 +5,9 @@ it needs. :func:`validate` runs once, before any work, and raises
 :class:`ConfigError` whose message names the key, the bad value and what is
 allowed. ``main.py`` turns that into a one-line message and exit code 2.
 
+Sequences are tuples so they can be overridden from the command line, e.g.
+``--config.ddo.budgets='(1e8, 3e8)'``.
+
 Layout (all token counts are integers or floats of *tokens*, never steps):
 
 * ``study``: name of the study, used for seqio registry names and the store.
@@ -47,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"  # embedded | jsonl | tfds | fixture
-  c.data.domains = list(EMBEDDED_DOMAINS)
+  c.data.domains = tuple(EMBEDDED_DOMAINS)
   # Embedded corpus: where the built corpus lives ("" = <workdir>/corpus) and
   # the cap per domain in MB of kept text.
   c.data.corpus_dir = ""
@@ -97,13 +100,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 10
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = [-1, 1, 1]  # (data, fsdp, tensor); -1 fills the rest
+  c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest
 
   c.ddo = ml_collections.ConfigDict()
-  c.ddo.budgets = [1.0e5, 2.0e5]  # total tokens of each DDO budget's base run
+  c.ddo.budgets = (1.0e5, 2.0e5)  # total tokens of each DDO budget's base run
   c.ddo.base_weights = ml_collections.ConfigDict()  # empty = uniform
-  c.ddo.factors = [0.2, 3.0]
-  c.ddo.seeds = [0]
+  c.ddo.factors = (0.2, 3.0)
+  c.ddo.seeds = (0,)
   c.ddo.metric = "ppl_seq"
   c.ddo.target_domains = ml_collections.ConfigDict()  # empty = all, equal
   c.ddo.allow_repeat = False
@@ -115,7 +118,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.project.max_epochs = 1.0
 
   c.final = ml_collections.ConfigDict()
-  c.final.mixtures = ["projected", "uniform", "ddo_small"]
+  c.final.mixtures = ("projected", "uniform", "ddo_small")
   c.final.eval_every_steps = 20
   c.final.smoothing = 3
   return c

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from autoscale_jax.experiments.store import atomic_write_text
+
 _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"
 _PUNCT = [".", ";", "!", "?", ":", " --"]
@@ -112,16 +114,12 @@ def make_fixture_corpus(out_dir: str, domains: Sequence[str],
       lines.append(line)
       h.update(text.encode())
       nbytes += len(text.encode())
-    path = os.path.join(out_dir, f"{domain}.jsonl")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    # Unique temp names: workers that build the fixture at once never clash.
+    atomic_write_text(os.path.join(out_dir, f"{domain}.jsonl"),
+                      "\n".join(lines) + "\n")
     manifest["domains"][domain] = {
         "documents": docs_per_domain, "bytes": nbytes,
         "sha256": h.hexdigest()}
-  path = os.path.join(out_dir, "manifest.json")
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  atomic_write_text(os.path.join(out_dir, "manifest.json"),
+                    json.dumps(manifest, indent=1, sort_keys=True))
   return out_dir

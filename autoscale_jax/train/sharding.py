@@ -107,3 +107,20 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   """Places a process-local numpy batch as global arrays sharded over the batch."""
   return {k: jax.make_array_from_process_local_data(
       batch_sharding(mesh, np.ndim(v)), np.asarray(v)) for k, v in batch.items()}
+
+
+def put_global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh
+                     ) -> dict[str, jax.Array]:
+  """Places a batch that every process holds in full (an eval chunk).
+
+  Unlike :func:`put_batch` (each process passes only its own rows), the numpy
+  arrays here are the whole global batch on every process; each process
+  transfers only the rows its devices hold.
+  """
+
+  def put(v: np.ndarray) -> jax.Array:
+    v = np.asarray(v)
+    return jax.make_array_from_callback(
+        v.shape, batch_sharding(mesh, v.ndim), lambda idx: v[idx])
+
+  return {k: put(v) for k, v in batch.items()}

@@ -249,7 +249,9 @@ def eval_domain(compiled: Compiled, params: Any, eval_set: Mapping[str, np.ndarr
   with jax.set_mesh(compiled.mesh):
     for start in range(0, n, batch_size):
       chunk = {k: v[start:start + batch_size] for k, v in arrays.items()}
-      chunk = sharding.put_batch(_pad_rows(chunk, batch_size), compiled.mesh)
+      # Every process holds the whole eval set: place it as the global batch.
+      chunk = sharding.put_global_batch(_pad_rows(chunk, batch_size),
+                                        compiled.mesh)
       losses.append(compiled.eval_step(params, chunk))
   for loss_B, count_B in jax.device_get(losses):
     losses_np = np.asarray(loss_B, np.float64)
@@ -402,8 +404,10 @@ def train_run(config: Any, batches: Any,
           max_to_keep=int(config.train.keep_checkpoints), create=True,
           enable_async_checkpointing=True),
       item_names=("state", "meta"))
-  writer = metrics_lib.create_writer(workdir,
-                                     just_logging=jax.process_index() > 0)
+  # Process 0 alone writes the run's files (TensorBoard events, metrics.jsonl,
+  # curve.jsonl, result.json); checkpoints are written by every process.
+  primary = jax.process_index() == 0
+  writer = metrics_lib.create_writer(workdir, just_logging=not primary)
   metrics_path = workdir / "metrics.jsonl"
   curve_path = workdir / "curve.jsonl"
 
@@ -432,9 +436,13 @@ def train_run(config: Any, batches: Any,
       last_saved = start
 
       def check(upto: int) -> None:
+        # Also counts the tokens trained from the step's global weight sum
+        # (each process holds only its rows of the batch).
+        nonlocal tokens_done
         while pending and pending[0][0] <= upto:
           s, m = pending.pop(0)
           loss = float(m["loss"])
+          tokens_done += float(m["tokens"])
           if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"{label}loss is {loss} at step {s} of {num_steps}; stopping. "
@@ -443,8 +451,9 @@ def train_run(config: Any, batches: Any,
       def run_eval(step: int) -> dict:
         res = evaluate(compiled, state["params"], eval_sets, eval_bs)
         point = {"step": step, "tokens": tokens_done, **res}
-        with curve_path.open("a") as f:
-          f.write(json.dumps(point) + "\n")
+        if primary:
+          with curve_path.open("a") as f:
+            f.write(json.dumps(point) + "\n")
         writer.write_scalars(step, {f"eval/{k}": v for k, v in
                                     res["aggregate"].items() if v is not None})
         agg = res["aggregate"]
@@ -457,7 +466,6 @@ def train_run(config: Any, batches: Any,
       for s in range(start, num_steps):
         local = batches.batch(s, shard=jax.process_index(),
                               num_shards=jax.process_count())
-        tokens_done += float(np.sum(local["weights"], dtype=np.float64))
         batch = sharding.put_batch(
             {k: v for k, v in local.items() if k in BATCH_KEYS}, mesh)
         state, metrics = compiled.train_step(state, batch)
@@ -475,8 +483,9 @@ def train_run(config: Any, batches: Any,
                     "tokens_per_s": tps}
           writer.write_scalars(done, {k: v for k, v in record.items()
                                       if k != "step"})
-          with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+          if primary:
+            with metrics_path.open("a") as f:
+              f.write(json.dumps(record) + "\n")
           filled = int(20 * done / num_steps)
           bar = "#" * filled + "." * (20 - filled)
           print(f"{label}[{bar}] step {done}/{num_steps} "
@@ -508,5 +517,6 @@ def train_run(config: Any, batches: Any,
             "final_eval": {"domains": final["domains"],
                            "aggregate": final["aggregate"]},
             "curve": curve}
-  _atomic_write_json(result_path, result)
+  if primary:
+    _atomic_write_json(result_path, result)
   return result
