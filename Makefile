@@ -31,10 +31,10 @@ demo: corpus
 	$(PY) -m autoscale_jax.main --stage=all --config=configs/demo.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) workdir .pytest_cache

@@ -254,6 +254,8 @@ class Study:
       say(f"\nDDO budget {k + 1}/{len(plans)}: {c.ddo.budgets[k]:.4g} tokens, "
           f"{len(plan)} runs" + (f" ({len(mine)} on this worker)"
                                  if len(mine) != len(plan) else ""))
+      if c.train.swarm:
+        self._train_swarm(k, [r for r in plan if r["name"] in mine])
       for i, run in enumerate(plan, 1):
         if run["name"] not in mine:
           continue
@@ -266,6 +268,33 @@ class Study:
                    "plan_seed": int(run["seed"])})
       complete = self._fit_budget(k, plan) and complete
     return complete
+
+  def _train_swarm(self, k: int, plan: list[dict[str, Any]]) -> None:
+    """Trains the budget's missing runs together as one vmapped program.
+
+    Each member writes its result.json in its own run directory, so the
+    per-run loop that follows finds them finished and writes the records
+    exactly as for runs trained one by one.
+    """
+    from autoscale_jax.train import swarm  # pylint: disable=g-import-not-at-top
+    todo = []
+    for run in plan:
+      name, tokens, seed = self._planned(k, run)
+      fp = store_lib.fingerprint(self._run_identity(name, tokens, seed, 0))
+      if self.store.get(name, fp) is None:
+        todo.append((name, tokens, seed, fp))
+    if len(todo) < 2:
+      return
+    say(f"[ddo b{k + 1} swarm]: training {len(todo)} runs as one program")
+    swarm.train_swarm(
+        self.config,
+        [self.bundle.quota_batches(t, seed=s,
+                                   allow_repeat=self.options.allow_repeat)
+         for _, t, s, _ in todo],
+        self.bundle.eval_sets(),
+        [str(self.workdir / "runs" / f"{n}-{fp[:10]}") for n, _, _, fp in todo],
+        vocab_size=self.bundle.tokenizer.vocab_size,
+        progress_label=f"ddo b{k + 1} swarm")
 
   def _planned(self, k: int, run: dict[str, Any]
                ) -> tuple[str, dict[str, int], int]:

@@ -91,7 +91,30 @@ def test_second_run_reuses_everything(study):
   assert _json(workdir / "final" / "comparison.json") == comparison
 
 
+def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
+  workdir, _ = study
+  out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
+             "--config.train.swarm=True")
+  assert out.count("runs as one program") == 2
+  for k in (0, 1):
+    # Every run's per-domain metric matches the one-by-one study to float
+    # tolerance; the fitted weights then agree closely (the 3-point fit
+    # amplifies float-level differences, hence the looser bound).
+    ours = _json(tmp_path / "ddo" / f"budget_{k}" / "runs.json")["runs"]
+    ref = _json(workdir / "ddo" / f"budget_{k}" / "runs.json")["runs"]
+    assert [r["name"] for r in ours] == [r["name"] for r in ref]
+    for a, b in zip(ours, ref):
+      assert a["tokens"] == b["tokens"]
+      for d in DOMAINS:
+        assert a["eval"][d] == pytest.approx(b["eval"][d], rel=1e-4)
+    ours = _json(tmp_path / "ddo" / f"budget_{k}" / "mixture.json")
+    ref = _json(workdir / "ddo" / f"budget_{k}" / "mixture.json")
+    for d in DOMAINS:
+      assert ours["weights"][d] == pytest.approx(ref["weights"][d], abs=5e-3)
+
+
 def test_changed_config_reports_stale_and_retrains(study):
+  # Last in the file: it rewrites the study's DDO outputs.
   workdir, _ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
              "--config.train.learning_rate=0.001")

@@ -1,0 +1,380 @@
+"""Proxy swarm: K runs of one architecture trained as ONE vmapped program.
+
+The K train states (``trainer`` layout: ``params``, ``opt_state``, ``step``,
+``num_steps``, ``rng``) are stacked on a leading run axis ``K`` and the
+trainer's own pure ``train_step`` is ``jax.vmap``-ed over it and jitted once
+(cached per compiled bundle). Each member keeps its own data (its batch source
+is read at its own step), its own schedule length (``num_steps`` is a traced
+per-member value read by the LR schedule) and its own RNG (its ``rng``, from
+its seed). Evaluation reuses ``trainer.evaluate`` on the member's un-stacked
+params, so a member's result is the one ``train_run`` gives (to float
+tolerance: the batched matmuls of the vmapped step may round differently).
+
+Drop-out of finished members: a member is *active* while ``step < num_steps``
+(and it has not diverged); the vmapped step selects the old state for inactive
+members with ``jnp.where``, so a finished member's state stops changing. Cost:
+a finished member still costs its forward/backward until the swarm ends (it
+is fed its last batch again), i.e. the swarm does ``K * max_k(num_steps_k)``
+member-steps instead of ``sum_k num_steps_k``. For one DDO plan (lengths
+within ~0.9-1.3x of the base run) that is ~20% extra work, far less than the
+per-run overheads it removes; compaction would need one recompilation per
+distinct stack size instead.
+
+Checkpointing: the stacked state is saved with orbax in ``swarm_dir`` every
+``train.checkpoint_every_steps`` swarm steps and restored on the next call with
+the same members, so an interrupted swarm resumes exactly (members that had
+already written ``result.json`` stay frozen); the final stacked state is
+saved too (step ``max_k num_steps_k``). Each finished member writes its
+``result.json``, ``metrics.jsonl`` and ``curve.jsonl`` in its own workdir as
+``train_run`` does; per-member train checkpoints are not written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import types
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from autoscale_jax.train import metrics as metrics_lib
+from autoscale_jax.train import optim, sharding, trainer
+
+State = dict[str, Any]
+_SWARM_CACHE: dict[int, tuple[Any, Callable]] = {}
+
+
+def _stacked_shardings(compiled: trainer.Compiled) -> Any:
+  """The compiled state's shardings with a replicated leading run axis."""
+  sh = jax.tree.map(lambda s: NamedSharding(s.mesh, P(None, *s.spec)),
+                    compiled.state_shardings,
+                    is_leaf=lambda x: isinstance(x, NamedSharding))
+  return dict(sh, alive=NamedSharding(compiled.mesh, P(None)))
+
+
+def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled
+                   ) -> tuple[Any, Callable[[State, dict], tuple[State, dict]]]:
+  """``(stacked shardings, jitted swarm_step(state_K, batch_K))`` (cached)."""
+  key = id(compiled)
+  if key in _SWARM_CACHE:
+    return _SWARM_CACHE[key]
+  _, abs_state = trainer.abstract_params(config.model, vocab_size)
+  tx = optim.make_optimizer(config.train, nnx.to_pure_dict(abs_state))
+  step_fn = trainer.make_train_step(
+      compiled.graphdef, tx, config.train,
+      dropout=float(config.model.dropout) > 0)
+
+  def member_step(state: State, batch: dict) -> tuple[State, dict]:
+    active = state["alive"] & (state["step"] < state["num_steps"])
+    new, metrics = step_fn(state, batch)
+    new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
+    return new, dict(metrics, active=active)
+
+  stacked_sh = _stacked_shardings(compiled)
+  mesh = compiled.mesh
+  batch_sh = NamedSharding(mesh, P(None, sharding.BATCH_AXES, None))
+  swarm_step = jax.jit(jax.vmap(member_step),
+                       in_shardings=(stacked_sh, batch_sh),
+                       out_shardings=(stacked_sh, NamedSharding(mesh, P())),
+                       donate_argnums=0)
+  _SWARM_CACHE[key] = (stacked_sh, swarm_step)
+  return stacked_sh, swarm_step
+
+
+def _put_stacked_batch(local_K: Sequence[Mapping[str, np.ndarray]],
+                       mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """Stacks K process-local batches ``[b, L]`` into global ``[K, B, L]``."""
+  out = {}
+  for k in local_K[0]:
+    if k not in trainer.BATCH_KEYS:
+      continue
+    arr = np.stack([b[k] for b in local_K])
+    sh = NamedSharding(mesh, P(None, sharding.BATCH_AXES,
+                               *([None] * (arr.ndim - 2))))
+    out[k] = jax.make_array_from_process_local_data(sh, arr)
+  return out
+
+
+def _member(tree: Any, k: int) -> Any:
+  return jax.tree.map(lambda x: x[k], tree)
+
+
+def default_swarm_dir(workdirs: Sequence[str | os.PathLike]) -> epath.Path:
+  """``<parent of workdirs[0]>/swarm-<hash of the member workdirs>``."""
+  names = "\n".join(str(epath.Path(w).resolve()) for w in workdirs)
+  digest = hashlib.sha256(names.encode()).hexdigest()[:10]
+  return epath.Path(workdirs[0]).resolve().parent / f"swarm-{digest}"
+
+
+def _load_finished(path: epath.Path, num_steps: int) -> dict | None:
+  if not path.exists():
+    return None
+  result = json.loads(path.read_text())
+  if result.get("steps") != num_steps:
+    raise ValueError(
+        f"{path.parent} holds a finished run of {result.get('steps')} steps, "
+        f"but this run has {num_steps}; use a fresh workdir for a different run")
+  return result
+
+
+def train_swarm(config: Any, batches_list: Sequence[Any],
+                eval_sets: Mapping[str, Mapping[str, np.ndarray]],
+                workdirs: Sequence[str | os.PathLike], *, vocab_size: int,
+                progress_label: str = "", seeds: Sequence[int] | None = None,
+                eval_every_steps: int = 0,
+                swarm_dir: str | os.PathLike | None = None) -> list[dict]:
+  """Trains ``len(batches_list)`` runs as one vmapped program; resumes.
+
+  Args:
+    config: the study config (``model``, ``train``, ``mesh``, ``seed``).
+    batches_list: one batch source per run (the ``train_run`` contract).
+    eval_sets: domain -> held-out arrays (shared by all runs).
+    workdirs: one directory per run (``result.json``, ``metrics.jsonl``,
+      ``curve.jsonl``), as ``train_run`` writes them.
+    vocab_size: the tokenizer's vocabulary size.
+    progress_label: prefix of the progress lines.
+    seeds: per-run init/dropout seed (default ``config.seed`` for each, which
+      is what ``train_run`` uses).
+    eval_every_steps: evaluate each run every this many of its steps (0: the
+      config's ``train.eval_every_steps``; both 0: only at its end).
+    swarm_dir: where the stacked checkpoints go (default
+      ``default_swarm_dir(workdirs)``).
+
+  Returns:
+    One ``train_run`` result dict per run, in order (finished runs' existing
+    ``result.json`` is returned as is).
+
+  Raises:
+    trainer.TrainingDiverged: after every other member finished, naming the
+      members whose loss became NaN/Inf (they write no result).
+  """
+  num_runs = len(batches_list)
+  if len(workdirs) != num_runs:
+    raise ValueError(f"{num_runs} batch sources but {len(workdirs)} workdirs")
+  seeds = [int(config.seed)] * num_runs if seeds is None else list(seeds)
+  label = f"[{progress_label}] " if progress_label else ""
+  dirs = [epath.Path(w) for w in workdirs]
+  steps_all = [int(b.num_steps) for b in batches_list]
+  for k, n in enumerate(steps_all):
+    if n < 1:
+      raise ValueError(f"{label}run {k} ({dirs[k]}) has num_steps={n}; a run "
+                       "needs at least one step")
+  results: list[dict | None] = [
+      _load_finished(d / "result.json", n) for d, n in zip(dirs, steps_all)]
+  swarm_dir = epath.Path(swarm_dir) if swarm_dir else default_swarm_dir(dirs)
+  ckpt_dir = (swarm_dir / "checkpoints").resolve()
+  todo = [k for k in range(num_runs) if results[k] is None]
+  if not todo:
+    print(f"{label}all {num_runs} runs already finished", flush=True)
+    return results  # type: ignore[return-value]
+
+  compiled = trainer.get_compiled(config, vocab_size)
+  mesh = compiled.mesh
+  stacked_sh, swarm_step = get_swarm_step(config, vocab_size, compiled)
+  every = int(eval_every_steps or config.train.get("eval_every_steps", 0) or 0)
+  ckpt_every = int(config.train.checkpoint_every_steps)
+  log_every = max(1, int(config.train.log_every_steps))
+  eval_bs = int(config.train.eval_batch_size)
+  tokens_per_step = int(config.train.global_batch_size) * int(
+      config.train.seq_len)
+
+  swarm_dir.mkdir(parents=True, exist_ok=True)
+  mgr = ocp.CheckpointManager(
+      ckpt_dir, options=ocp.CheckpointManagerOptions(
+          max_to_keep=int(config.train.keep_checkpoints), create=True,
+          enable_async_checkpointing=True),
+      item_names=("state", "meta"))
+  start = mgr.latest_step()
+  members = todo
+  meta: dict[str, Any] | None = None
+  if start is not None:
+    meta = mgr.restore(start, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"]
+    saved = [str(d) for d in meta["members"]]
+    idx = {str(dirs[k].resolve()): k for k in range(num_runs)}
+    if not all(s in idx for s in saved) or not set(
+        str(dirs[k].resolve()) for k in todo) <= set(saved):
+      raise ValueError(
+          f"{ckpt_dir} holds a swarm of other runs ({len(saved)} members); "
+          "delete it or pass another swarm_dir")
+    members = [idx[s] for s in saved]
+    if [steps_all[k] for k in members] != list(meta["num_steps"]):
+      raise ValueError(f"{ckpt_dir} is from runs of other lengths "
+                       f"{meta['num_steps']}; delete it")
+  K = len(members)
+  steps_K = [steps_all[k] for k in members]
+  max_steps = max(steps_K)
+  writers = [metrics_lib.create_writer(dirs[k],
+                                       just_logging=jax.process_index() > 0)
+             for k in members]
+  for k in members:
+    dirs[k].mkdir(parents=True, exist_ok=True)
+
+  diverged: dict[int, str] = {}
+  try:
+    with jax.set_mesh(mesh):
+      if meta is not None:
+        abstract = jax.eval_shape(lambda: _init_stack(compiled, seeds, members,
+                                                      steps_all))
+        shim = types.SimpleNamespace(state_shardings=stacked_sh)
+        state, meta = trainer._restore(mgr, start, shim, abstract)  # pylint: disable=protected-access
+        tokens_K = [float(t) for t in meta["tokens"]]
+        saved_alive = np.asarray(jax.device_get(state["alive"]))
+        for i, k in enumerate(members):
+          if not saved_alive[i] and results[k] is None:
+            diverged[i] = f"{dirs[k]}: diverged before step {start}"
+        alive = np.asarray([results[k] is None for k in members])
+        state["alive"] = jax.device_put(
+            jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
+        print(f"{label}swarm resumed from step {start}/{max_steps} "
+              f"({K} runs)", flush=True)
+      else:
+        start = 0
+        tokens_K = [0.0] * K
+        state = jax.device_put(_init_stack(compiled, seeds, members, steps_all),
+                               stacked_sh)
+      curves = [[c for c in trainer._read_jsonl(dirs[k] / "curve.jsonl")  # pylint: disable=protected-access
+                 if c["step"] <= min(start, steps_all[k])] for k in members]
+      print(f"{label}swarm of {K} runs, {min(steps_K)}-{max_steps} steps, one "
+            "program", flush=True)
+
+      last_local: list[dict | None] = [None] * K
+      pending: list[tuple[int, dict]] = []
+
+      def check(upto: int) -> None:
+        """Marks members whose loss went NaN/Inf as dead (lagging one step)."""
+        nonlocal state
+        while pending and pending[0][0] <= upto:
+          s, m = pending.pop(0)
+          loss_K, act_K = jax.device_get((m["loss"], m["active"]))
+          bad = [i for i in range(K) if act_K[i] and i not in diverged
+                 and not math.isfinite(float(loss_K[i]))]
+          for i in bad:
+            diverged[i] = (f"{dirs[members[i]]}: loss is {float(loss_K[i])} at "
+                           f"step {s} of {steps_K[i]}")
+            print(f"{label}{diverged[i]}; dropping it from the swarm",
+                  flush=True)
+          if bad:
+            alive = np.asarray([i not in diverged for i in range(K)])
+            state["alive"] = jax.device_put(
+                jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
+
+      def run_eval(i: int, step: int) -> dict:
+        params = jax.device_put(_member(state["params"], i),
+                                compiled.state_shardings["params"])
+        res = trainer.evaluate(compiled, params, eval_sets, eval_bs)
+        point = {"step": step, "tokens": tokens_K[i], **res}
+        with (dirs[members[i]] / "curve.jsonl").open("a") as f:
+          f.write(json.dumps(point) + "\n")
+        writers[i].write_scalars(step, {f"eval/{k}": v for k, v in
+                                        res["aggregate"].items() if v is not None})
+        return point
+
+      def finish(i: int) -> None:
+        k = members[i]
+        final = run_eval(i, steps_K[i])
+        curve = [c for c in curves[i] if c["step"] < steps_K[i]] + [final]
+        result = {"steps": steps_K[i],
+                  "tokens_per_domain": {d: float(t) for d, t in
+                                        batches_list[k].tokens_per_domain.items()},
+                  "final_eval": {"domains": final["domains"],
+                                 "aggregate": final["aggregate"]},
+                  "curve": curve}
+        trainer._atomic_write_json(dirs[k] / "result.json", result)  # pylint: disable=protected-access
+        results[k] = result
+        agg = final["aggregate"]
+        print(f"{label}run {i + 1}/{K} done at step {steps_K[i]}: loss "
+              f"{agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}", flush=True)
+
+      t0 = time.time()
+      t_log, s_log = t0, start
+      for s in range(start, max_steps):
+        local_K = []
+        for i, k in enumerate(members):
+          if s < steps_K[i] and results[k] is None and i not in diverged:
+            local = batches_list[k].batch(s, shard=jax.process_index(),
+                                          num_shards=jax.process_count())
+            tokens_K[i] += float(np.sum(local["weights"], dtype=np.float64))
+            last_local[i] = local
+          elif last_local[i] is None:  # resumed past its end: any valid batch
+            last_local[i] = batches_list[k].batch(
+                min(s, steps_K[i] - 1), shard=jax.process_index(),
+                num_shards=jax.process_count())
+          local_K.append(last_local[i])
+        batch = _put_stacked_batch(local_K, mesh)
+        state, metrics = swarm_step(state, batch)
+        done = s + 1
+        pending.append((done, metrics))
+        check(done - 1)
+        ended = [i for i in range(K) if steps_K[i] == done
+                 and results[members[i]] is None]
+        if ended or done % log_every == 0 or done == max_steps:
+          check(done)
+        if done % log_every == 0 or done == max_steps:
+          m = jax.device_get(metrics)
+          now = time.time()
+          act = np.asarray(m["active"])
+          tps = float(np.sum(act)) * (done - s_log) * tokens_per_step / max(
+              now - t_log, 1e-9)
+          for i in range(K):
+            if not act[i] or i in diverged:
+              continue
+            record = {"step": done, "loss": float(m["loss"][i]),
+                      "lr": float(m["lr"][i]),
+                      "grad_norm": float(m["grad_norm"][i]),
+                      "tokens": tokens_K[i],
+                      "tokens_per_s": tps / max(float(np.sum(act)), 1.0)}
+            writers[i].write_scalars(done, {k: v for k, v in record.items()
+                                            if k != "step"})
+            with (dirs[members[i]] / "metrics.jsonl").open("a") as f:
+              f.write(json.dumps(record) + "\n")
+          losses = [float(m["loss"][i]) for i in range(K) if act[i]]
+          print(f"{label}swarm step {done}/{max_steps}: {int(np.sum(act))}/{K}"
+                f" active, mean loss {np.mean(losses) if losses else float('nan'):.4f}"
+                f", tok/s {tps:,.0f} (all runs)", flush=True)
+          t_log, s_log = now, done
+        for i in range(K):
+          k = members[i]
+          if results[k] is not None or i in diverged:
+            continue
+          if done == steps_K[i]:
+            finish(i)
+          elif every and done % every == 0 and done < steps_K[i]:
+            curves[i].append(run_eval(i, done))
+        if done % ckpt_every == 0 or done == max_steps:
+          trainer._save(mgr, done, state, {  # pylint: disable=protected-access
+              "step": done, "num_steps": steps_K, "tokens": tokens_K,
+              "members": [str(dirs[k].resolve()) for k in members]})
+      mgr.wait_until_finished()
+  finally:
+    mgr.wait_until_finished()
+    mgr.close()
+    for w in writers:
+      w.flush()
+      w.close()
+
+  if diverged:
+    raise trainer.TrainingDiverged(
+        f"{label}{len(diverged)} of {K} swarm runs diverged (the others "
+        "finished and wrote result.json): " + "; ".join(diverged.values()))
+  return results  # type: ignore[return-value]
+
+
+def _init_stack(compiled: trainer.Compiled, seeds: Sequence[int],
+                members: Sequence[int], steps_all: Sequence[int]) -> State:
+  """``train_run``'s initial state of each member, stacked on axis 0."""
+  states = [trainer.init_state(compiled, seeds[k], steps_all[k])
+            for k in members]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+  stacked["alive"] = jnp.ones((len(members),), bool)
+  return stacked

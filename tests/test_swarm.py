@@ -1,0 +1,123 @@
+"""Proxy swarm: one vmapped program == the runs trained one by one."""
+
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from autoscale_jax import config as config_lib
+from autoscale_jax.train import swarm, trainer
+from autoscale_jax.train.synthetic import SyntheticBatches
+
+V, L, B = 256, 16, 8
+STEPS = (5, 8, 11)
+
+
+def _config():
+  c = config_lib.base_config()
+  c.model.update(num_layers=1, d_model=32, num_heads=2, mlp_dim=64, max_len=L)
+  c.train.update(seq_len=L, global_batch_size=B, learning_rate=3e-3,
+                 eval_batch_size=B, checkpoint_every_steps=4,
+                 log_every_steps=4)
+  c.mesh.shape = [2, 2, 2]
+  return c
+
+
+def _sources():
+  # Different quotas: lengths, seeds and domain splits differ per run.
+  return [SyntheticBatches(n, B, L, V, seed=10 + i,
+                           domains=("a", "b") if i != 1 else ("a", "b", "c"),
+                           pad_final=(i == 2))
+          for i, n in enumerate(STEPS)]
+
+
+def _evals():
+  return {"a": SyntheticBatches(1, B, L, V).eval_set(12, seed=1),
+          "b": SyntheticBatches(1, B, L, V).eval_set(8, seed=2)}
+
+
+def _restore_flat(ckpt_dir, step):
+  mgr = ocp.CheckpointManager(ckpt_dir, item_names=("state", "meta"))
+  out = mgr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  mgr.close()
+  return {k: np.asarray(v) for k, v in out["state"].items()}
+
+
+def _assert_results_close(a, b):
+  assert a["steps"] == b["steps"]
+  assert a["tokens_per_domain"] == b["tokens_per_domain"]
+  for d in a["final_eval"]["domains"]:
+    for m in ("loss", "ppl_seq", "bpb"):
+      np.testing.assert_allclose(a["final_eval"]["domains"][d][m],
+                                 b["final_eval"]["domains"][d][m], rtol=1e-5)
+  assert [p["step"] for p in a["curve"]] == [p["step"] for p in b["curve"]]
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+  """The 3 runs trained one by one with ``train_run`` (the reference)."""
+  root = tmp_path_factory.mktemp("seq")
+  c, evals = _config(), _evals()
+  results = [trainer.train_run(c, b, evals, root / f"seq{i}", vocab_size=V)
+             for i, b in enumerate(_sources())]
+  return root, results
+
+
+def test_swarm_equals_sequential_and_finished_runs_freeze(tmp_path,
+                                                          sequential):
+  c, evals = _config(), _evals()
+  root, seq = sequential
+  dirs = [tmp_path / f"sw{i}" for i in range(3)]
+  got = swarm.train_swarm(c, _sources(), evals, dirs, vocab_size=V,
+                          swarm_dir=tmp_path / "swarm")
+  for i, (a, b) in enumerate(zip(got, seq)):
+    _assert_results_close(a, b)
+    assert json.loads((dirs[i] / "result.json").read_text()) == a
+  stacked = _restore_flat(tmp_path / "swarm" / "checkpoints", max(STEPS))
+  # Each member stopped at its own last step (5 and 8 of the swarm's 11).
+  np.testing.assert_array_equal(stacked["step"], STEPS)
+  for i, n in enumerate(STEPS):
+    single = _restore_flat(root / f"seq{i}" / "checkpoints", n)
+    for name, v in single.items():
+      # key_bias has an exactly-zero true gradient (softmax is shift
+      # invariant), so both runs hold Adam-amplified rounding noise (~1e-6).
+      atol = 2e-5 if name.endswith("key_bias") else 1e-6
+      np.testing.assert_allclose(stacked[name][i], v, rtol=1e-5, atol=atol,
+                                 err_msg=f"run {i} {name}")
+  # A finished swarm returns its results without training.
+  again = swarm.train_swarm(c, _sources(), evals, dirs, vocab_size=V,
+                            swarm_dir=tmp_path / "swarm")
+  assert again == got
+
+
+class _Crash(SyntheticBatches):
+  """Raises once at ``crash_at`` (an interrupted swarm)."""
+  crash_at = None
+
+  def batch(self, step, shard=0, num_shards=1):
+    if step == self.crash_at:
+      raise KeyboardInterrupt
+    return super().batch(step, shard, num_shards)
+
+
+def test_interrupted_swarm_resumes_exactly(tmp_path, sequential):
+  c, evals = _config(), _evals()
+  _, ref = sequential
+  srcs = [_Crash(n, B, L, V, seed=10 + i,
+                 domains=("a", "b") if i != 1 else ("a", "b", "c"),
+                 pad_final=(i == 2)) for i, n in enumerate(STEPS)]
+  srcs[2].crash_at = 9  # after the step-8 checkpoint; run 0 (5) is finished
+  dirs = [tmp_path / f"r{i}" for i in range(3)]
+  with pytest.raises(KeyboardInterrupt):
+    swarm.train_swarm(c, srcs, evals, dirs, vocab_size=V,
+                      swarm_dir=tmp_path / "swarm")
+  assert (dirs[0] / "result.json").exists()
+  assert not (dirs[2] / "result.json").exists()
+  srcs[2].crash_at = None
+  got = swarm.train_swarm(c, srcs, evals, dirs, vocab_size=V,
+                          swarm_dir=tmp_path / "swarm")
+  for a, b in zip(got, ref):
+    _assert_results_close(a, b)
