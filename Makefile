@@ -23,7 +23,7 @@ venv: $(STAMP)
 # refreshed once if missing; otherwise the builder says which command to run.
 corpus: $(STAMP)
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-	  ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then \
+	  ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then \
 	  echo "refreshing apt package lists (apt-get update)"; apt-get update -qq; fi
 	$(PY) -m autoscale_jax.data.corpus --out $(WORKDIR)/corpus
 

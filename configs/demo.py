@@ -12,10 +12,10 @@ def get_config():
   c = config_lib.base_config()
   c.study = "demo"
   c.data.source = "embedded"
-  c.data.domains = list(config_lib.EMBEDDED_DOMAINS)
+  c.data.domains = config_lib.EMBEDDED_DOMAINS
   c.data.max_mb_per_domain = 8.0
   c.data.tokenizer = "sentencepiece"
-  c.data.vocab_size = 2048
+  c.data.vocab_size = 1024
   c.model.kind = "gpt2"
   c.model.num_layers = 2
   c.model.d_model = 64
@@ -25,7 +25,11 @@ def get_config():
   c.train.seq_len = 128
   c.train.global_batch_size = 16
   c.train.learning_rate = 3e-3
-  c.ddo.budgets = [2.0e5, 4.0e5]
-  c.project.target_tokens = 1.6e6
-  c.final.mixtures = ["projected", "uniform", "ddo_small"]
+  # Two seeds per DDO run: the seed spread gives the noise estimate behind the
+  # bootstrap intervals, and averaging halves the noise the fit sees.
+  c.ddo.budgets = (1.0e5, 2.0e5)
+  c.ddo.seeds = (0, 1)
+  c.project.target_tokens = 8.0e5  # 4x the larger DDO budget
+  c.final.mixtures = ("projected", "uniform", "ddo_small")
+  c.final.eval_every_steps = 25
   return c

@@ -60,3 +60,48 @@ def test_unknown_config_key_exit_2(tmp_path):
   assert r.returncode == 2
   assert "Traceback" not in r.stderr
   assert "lr" in r.stderr
+
+
+def test_fit_from_bad_runs_json_is_one_line_exit_2(tmp_path):
+  runs = {"metric": "ppl", "runs": [
+      {"name": "base", "tokens": {"a": 100.0, "b": 100.0},
+       "eval": {"a": 10.0, "b": 12.0}},
+      {"name": "a_lo", "tokens": {"a": 20.0, "b": 100.0},
+       "eval": {"a": 11.0, "b": float("nan")}},
+  ]}
+  path = tmp_path / "runs.json"
+  path.write_text(__import__("json").dumps(runs))
+  r = _cli("--stage=fit", f"--results={path}", f"--workdir={tmp_path}/out")
+  assert r.returncode == 2, r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "a_lo" in errors[0], r.stderr
+  assert "Traceback" not in r.stderr
+
+
+def test_fit_from_runs_json_writes_mixture(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from autoscale_jax.mixing import ddo, simulate  # pylint: disable=g-import-not-at-top
+  domains = ["a", "b", "c"]
+  plan = ddo.plan_runs(domains, 3000.0)
+  truth = simulate.PowerLawTruth.from_relative(
+      domains, a=[0.5, 1.0, 2.0], b=[0.6, 1.0, 0.3],
+      base_weights=[1 / 3] * 3, budget=3000.0, base_metric=20.0)
+  path = tmp_path / "runs.json"
+  path.write_text(json.dumps(simulate.simulate_runs(plan, truth)))
+  r = _cli("--stage=fit", f"--results={path}", f"--workdir={tmp_path}/out")
+  assert r.returncode == 0, r.stderr
+  mixture = json.loads((tmp_path / "out" / "mixture.json").read_text())
+  assert set(mixture["weights"]) == set(domains)
+  assert abs(sum(mixture["weights"].values()) - 1) < 1e-9
+
+
+def test_project_bad_target_exit_2(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  for k, budget in enumerate((1000.0, 2000.0)):
+    (tmp_path / f"m{k}.json").write_text(json.dumps({
+        "budget_tokens": budget, "weights": {"a": 0.5, "b": 0.5},
+        "tokens": {"a": budget / 2, "b": budget / 2}}))
+  r = _cli("--stage=project", f"--optima={tmp_path}/m0.json,{tmp_path}/m1.json",
+           "--target_tokens=-5", f"--workdir={tmp_path}/out")
+  assert r.returncode == 2, r.stderr
+  assert [l for l in r.stderr.splitlines() if l.startswith("error:")]
