@@ -25,6 +25,12 @@ LARGE_RESIDUAL = 0.02
 FAR_EXTRAPOLATION = 10.0
 
 
+def weight_intervals(mixture: dict[str, Any]) -> dict[str, list[float]]:
+  """Per-domain 90% weight intervals: DDO ``intervals`` or projection bands."""
+  return mixture.get("intervals") or (mixture.get("bands") or {}).get(
+      "weights") or {}
+
+
 def _load(path: epath.Path) -> Any:
   return json.loads(path.read_text()) if path.exists() else None
 
@@ -94,7 +100,7 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(domains)), 3.6))
     for j, (label, m) in enumerate(series):
       w = np.array([m["weights"][d] for d in domains])
-      iv = m.get("intervals") or m.get("bands") or {}
+      iv = weight_intervals(m)
       lo = np.array([iv[d][0] if d in iv else m["weights"][d] for d in domains])
       hi = np.array([iv[d][1] if d in iv else m["weights"][d] for d in domains])
       xs = np.arange(len(domains)) + (j - (len(series) - 1) / 2) * width
@@ -195,6 +201,13 @@ def build_markdown(config: ml_collections.ConfigDict, workdir: str
                       f"has a large residual (rms {f['rms']:.3g}).")
     limits += [f"At {m['budget_tokens']:.4g} tokens: {w}"
                for w in m.get("warnings", [])]
+    iv, base = weight_intervals(m), m.get("base_weights") or {}
+    unresolved = [d for d in iv if d in base and iv[d][0] <= base[d] <= iv[d][1]]
+    if iv and len(unresolved) == len(iv):
+      limits.append(f"At {m['budget_tokens']:.4g} tokens, every domain's 90% "
+                    "interval contains its base weight: these runs do not tell "
+                    "the optimum from the base mixture (more seeds, more "
+                    "factors or a larger budget would).")
   if projected:
     ratio = projected["budget_tokens"] / max(config.ddo.budgets)
     if ratio > FAR_EXTRAPOLATION:
@@ -215,7 +228,7 @@ def build_markdown(config: ml_collections.ConfigDict, workdir: str
     for d in domains:
       row = [d]
       for m in ddo_mixtures:
-        iv = (m.get("intervals") or {}).get(d)
+        iv = weight_intervals(m).get(d)
         cell = _fmt(m["weights"][d])
         if iv:
           cell += f" [{_fmt(iv[0])}, {_fmt(iv[1])}]"
@@ -239,7 +252,7 @@ def build_markdown(config: ml_collections.ConfigDict, workdir: str
     md += ["## Projection", "",
            f"Method: {projected.get('method', 'n/a')}; target "
            f"{projected['budget_tokens']:.4g} tokens.", ""]
-    bands = projected.get("bands") or {}
+    bands = weight_intervals(projected)
     md += [_weights_table(
         ["domain", "weight", "tokens", "band"],
         [[d, _fmt(projected["weights"][d]), f"{projected['tokens'][d]:.4g}",

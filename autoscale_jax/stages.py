@@ -116,7 +116,8 @@ def _project_from_files(options: Options) -> dict[str, Any]:
 
 def _print_mixture(title: str, mixture: dict[str, Any]) -> None:
   say(f"{title}:")
-  intervals = mixture.get("intervals") or mixture.get("bands") or {}
+  from autoscale_jax.report import weight_intervals  # pylint: disable=g-import-not-at-top
+  intervals = weight_intervals(mixture)
   for d, w in mixture["weights"].items():
     band = intervals.get(d)
     band_txt = f"  90% [{band[0]:.3f}, {band[1]:.3f}]" if band else ""
