@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
+from autoscale_jax import fileio
 from autoscale_jax.experiments import store as store_lib
 
 # A fit whose RMS residual (relative to the base run's metric) exceeds this is
@@ -338,5 +339,5 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   out = epath.Path(workdir) / "report"
   for name, text in (("README.md", md),
                      ("index.html", markdown_to_html(md, config.study))):
-    store_lib.atomic_write_text(out / name, text)
+    fileio.atomic_write_text(out / name, text)
   return str(out / "index.html")

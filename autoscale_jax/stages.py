@@ -24,6 +24,7 @@ from etils import epath
 
 from autoscale_jax import config as config_lib
 from autoscale_jax import distributed
+from autoscale_jax import fileio
 from autoscale_jax.experiments import store as store_lib
 
 @dataclasses.dataclass(frozen=True)
@@ -353,7 +354,7 @@ class Study:
 
     def write():
       out.mkdir(parents=True, exist_ok=True)
-      store_lib.atomic_write_json(out / "runs.json", runs_json)
+      fileio.atomic_write_json(out / "runs.json", runs_json)
       ddo.write_mixture(str(out / "mixture.json"), mixture)
     distributed.write_once(f"fit budget {k}", write)
     _print_mixture(f"DDO optimum at {c.ddo.budgets[k]:.4g} tokens", mixture)
@@ -390,7 +391,7 @@ class Study:
 
     def write():
       out.mkdir(parents=True, exist_ok=True)
-      store_lib.atomic_write_json(out / "mixture.json", mixture)
+      fileio.atomic_write_json(out / "mixture.json", mixture)
       export.export_all(mixture, str(out / "export"), task_prefix=c.study)
     distributed.write_once("project", write)
     _print_mixture(f"projected mixture at {c.project.target_tokens:.4g} "
@@ -440,8 +441,8 @@ class Study:
 
     def write():
       out.mkdir(parents=True, exist_ok=True)
-      store_lib.atomic_write_json(out / "comparison.json", table)
-      store_lib.atomic_write_text(out / "comparison.md", md)
+      fileio.atomic_write_json(out / "comparison.json", table)
+      fileio.atomic_write_text(out / "comparison.md", md)
     distributed.write_once("comparison", write)
     say("\n" + md)
     return True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import multiproc
 
 from autoscale_jax import distributed as dist
 
@@ -81,29 +82,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _child_env(devices_per_process: int) -> dict[str, str]:
-  env = {k: v for k, v in os.environ.items()
-         if "proxy" not in k.lower() and not k.startswith(
-             ("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
-              "AUTOSCALE_DISTRIBUTED", "TPU_", "MEGASCALE_", "CLOUD_TPU"))}
-  env["XLA_FLAGS"] = (
-      f"--xla_force_host_platform_device_count={devices_per_process}")
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(
-      [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-  return env
-
-
 def _run_group(script: Path, nproc: int) -> list[dict]:
   """Runs ``nproc`` children to completion (or kills them) and parses RESULT."""
-  port = _free_port()
-  env = _child_env(4 // nproc)
+  port = multiproc.free_port()
+  env = multiproc.child_env(4 // nproc)
   procs = [
       subprocess.Popen([sys.executable, str(script), str(i), str(nproc),
                         str(port)], env=env, cwd=str(REPO),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import multiproc
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 150
@@ -99,30 +100,10 @@ CHILD = textwrap.dedent("""
     "@EVERY@", str(EVAL_EVERY))
 
 
-def _free_port() -> int:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _child_env(devices_per_process: int) -> dict[str, str]:
-  env = {k: v for k, v in os.environ.items()
-         if "proxy" not in k.lower() and not k.startswith(
-             ("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
-              "AUTOSCALE_DISTRIBUTED", "TPU_", "MEGASCALE_", "CLOUD_TPU"))}
-  env["XLA_FLAGS"] = (
-      f"--xla_force_host_platform_device_count={devices_per_process}")
-  env["JAX_PLATFORMS"] = "cpu"
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  env["PYTHONPATH"] = os.pathsep.join(
-      [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-  return env
-
-
 def _start_group(script: Path, nproc: int, run_dir: Path, out_dir: Path
                  ) -> list[tuple[subprocess.Popen, Path]]:
-  port = _free_port()
-  env = _child_env(4 // nproc)
+  port = multiproc.free_port()
+  env = multiproc.child_env(4 // nproc)
   out_dir.mkdir(parents=True, exist_ok=True)
   group = []
   for i in range(nproc):

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from autoscale_jax.experiments.store import atomic_write_text
+from autoscale_jax.fileio import atomic_write_text
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"

@@ -23,10 +23,11 @@ import hashlib
 import json
 import math
 import re
-import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
 from etils import epath
+
+from autoscale_jax.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _RUNS_METRIC = {"ppl_seq": "ppl", "ppl_tok": "ppl", "ppl": "ppl",
@@ -64,25 +65,6 @@ def canonical_json(obj: Any) -> str:
 def fingerprint(obj: Any) -> str:
   """sha256 hex of the canonical JSON of ``obj`` (key order irrelevant)."""
   return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
-
-
-def atomic_write_text(path: epath.PathLike, text: str) -> epath.Path:
-  """Writes ``text`` to a temp file next to ``path``, then renames it."""
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-  try:
-    tmp.write_text(text)
-    tmp.replace(path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-  return path
-
-
-def atomic_write_json(path: epath.PathLike, obj: Any) -> epath.Path:
-  return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True,
-                                            allow_nan=False) + "\n")
 
 
 class ExperimentStore:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from typing import Any, Mapping
+
+from autoscale_jax.fileio import atomic_write_text
 
 SEQIO_FILE = "mixture_seqio.py"
 GRAIN_FILE = "mixture_grain.txt"
@@ -96,20 +97,6 @@ def grain_string(mixture: Mapping[str, Any],
   return ";".join(parts)
 
 
-def _atomic_write(path: str, text: str) -> None:
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def export_all(mixture: Mapping[str, Any], out_dir: str, task_prefix: str,
                paths: Mapping[str, str] | None = None) -> list[str]:
   """Writes the seqio, grain and JSON exports into out_dir (atomically).
@@ -131,6 +118,6 @@ def export_all(mixture: Mapping[str, Any], out_dir: str, task_prefix: str,
   written = []
   for name, text in files.items():
     path = os.path.join(out_dir, name)
-    _atomic_write(path, text)
+    atomic_write_text(path, text)
     written.append(path)
   return written

@@ -33,12 +33,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from autoscale_jax.fileio import atomic_write_text
 
 _MAX_DOUBLINGS = 64
 _BISECT_ITERS = 200
@@ -777,22 +778,6 @@ def heldout_check(tokens_KxM: np.ndarray, budgets: Sequence[float],
   return out
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=".json")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def run_project_stage(optima_paths: Sequence[str], target_tokens: float,
                       workdir: str,
                       available_tokens: Mapping[str, float] | None = None,
@@ -811,6 +796,6 @@ def run_project_stage(optima_paths: Sequence[str], target_tokens: float,
   """
   optima = load_optima(optima_paths)
   mixture = project(optima, target_tokens, available_tokens, max_epochs)
-  _atomic_write_text(os.path.join(workdir, "mixture.json"),
+  atomic_write_text(os.path.join(workdir, "mixture.json"),
                      json.dumps(mixture, indent=2, sort_keys=False) + "\n")
   return mixture

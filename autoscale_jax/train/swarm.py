@@ -47,6 +47,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from autoscale_jax.fileio import atomic_write_json
 from autoscale_jax.train import metrics as metrics_lib
 from autoscale_jax.train import optim, sharding, trainer
 
@@ -290,7 +291,7 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
                   "final_eval": {"domains": final["domains"],
                                  "aggregate": final["aggregate"]},
                   "curve": curve}
-        trainer._atomic_write_json(dirs[k] / "result.json", result)  # pylint: disable=protected-access
+        atomic_write_json(dirs[k] / "result.json", result)
         results[k] = result
         agg = final["aggregate"]
         print(f"{label}run {i + 1}/{K} done at step {steps_K[i]}: loss "

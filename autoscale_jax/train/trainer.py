@@ -30,6 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from autoscale_jax import models
+from autoscale_jax.fileio import atomic_write_json
 from autoscale_jax.train import metrics as metrics_lib
 from autoscale_jax.train import optim, sharding
 
@@ -331,12 +332,6 @@ def _save(mgr: ocp.CheckpointManager, step: int, state: State, meta: dict) -> No
 # The run loop.
 
 
-def _atomic_write_json(path: epath.Path, obj: Any) -> None:
-  tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-  tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-  tmp.rename(path)
-
-
 def _read_jsonl(path: epath.Path) -> list[dict]:
   if not path.exists():
     return []
@@ -518,5 +513,5 @@ def train_run(config: Any, batches: Any,
                            "aggregate": final["aggregate"]},
             "curve": curve}
   if primary:
-    _atomic_write_json(result_path, result)
+    atomic_write_json(result_path, result)
   return result
