@@ -16,6 +16,7 @@ matmul inputs). Softmax, LayerNorm statistics and logits are computed in float32
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -40,6 +41,34 @@ def normal(stddev: float) -> Initializer:
 
 zeros = jax.nn.initializers.zeros
 ones = jax.nn.initializers.ones
+
+
+@jax.custom_vjp
+def _matmul_2d(x_NxI: jax.Array, w_IxO: jax.Array) -> jax.Array:
+  return jnp.dot(x_NxI, w_IxO)
+
+
+def _matmul_2d_fwd(x_NxI, w_IxO):
+  return jnp.dot(x_NxI, w_IxO), (x_NxI, w_IxO)
+
+
+def _matmul_2d_bwd(res, g_NxO):
+  x_NxI, w_IxO = res
+  dx_NxI = jax.lax.dot_general(g_NxO, w_IxO, (((1,), (1,)), ((), ())))
+  dw_IxO = jax.lax.dot_general(x_NxI, g_NxO, (((0,), (0,)), ((), ())))
+  return dx_NxI.astype(x_NxI.dtype), dw_IxO.astype(w_IxO.dtype)
+
+
+_matmul_2d.defvjp(_matmul_2d_fwd, _matmul_2d_bwd)
+
+
+def matmul(x: jax.Array, w: jax.Array, in_dims: int = 1) -> jax.Array:
+  """``x[..., I] @ w[I, O]`` where I/O are the first ``in_dims`` / rest of ``w``."""
+  i_shape, o_shape = w.shape[:in_dims], w.shape[in_dims:]
+  lead = x.shape[:x.ndim - in_dims]
+  i, o = math.prod(i_shape), math.prod(o_shape)
+  y = _matmul_2d(x.reshape(-1, i), w.reshape(i, o))
+  return y.reshape(*lead, *o_shape)
 
 
 class LayerNorm(nnx.Module):
@@ -70,8 +99,7 @@ class Dense(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.einsum("...d,df->...f", x.astype(self.dtype),
-                   self.kernel[...].astype(self.dtype))
+    y = matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
     return y + self.bias[...].astype(self.dtype)
 
 
@@ -109,9 +137,9 @@ class MultiHeadAttention(nnx.Module):
                deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
     dt = self.dtype
     x = x_BxLxD.astype(dt)
-    q_BxLxHxK = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
-    k_BxLxHxK = jnp.einsum("bld,dhk->blhk", x, self.key[...].astype(dt))
-    v_BxLxHxK = jnp.einsum("bld,dhk->blhk", x, self.value[...].astype(dt))
+    q_BxLxHxK = matmul(x, self.query[...].astype(dt))
+    k_BxLxHxK = matmul(x, self.key[...].astype(dt))
+    v_BxLxHxK = matmul(x, self.value[...].astype(dt))
     q_BxLxHxK += self.query_bias[...].astype(dt)
     k_BxLxHxK += self.key_bias[...].astype(dt)
     v_BxLxHxK += self.value_bias[...].astype(dt)
@@ -123,7 +151,7 @@ class MultiHeadAttention(nnx.Module):
     probs_BxHxLxL = self.dropout(probs_BxHxLxL, deterministic=deterministic,
                                  rngs=rngs)
     ctx_BxLxHxK = jnp.einsum("bhqs,bshk->bqhk", probs_BxHxLxL, v_BxLxHxK)
-    out_BxLxD = jnp.einsum("blhk,hkd->bld", ctx_BxLxHxK, self.out[...].astype(dt))
+    out_BxLxD = matmul(ctx_BxLxHxK, self.out[...].astype(dt), in_dims=2)
     return out_BxLxD + self.out_bias[...].astype(dt)
 
 
