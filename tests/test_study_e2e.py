@@ -121,3 +121,13 @@ def test_changed_config_reports_stale_and_retrains(study):
   assert "stale record for b0_base_s0" in out
   assert "stale record for b1_base_s0" in out
   assert len(re.findall(r": training ", out)) == 2 * (2 * len(DOMAINS) + 1)
+
+
+def test_bert_ddo_through_the_cli(tmp_path):
+  out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
+             "--config.model.kind=bert", "--config.ddo.budgets=(4096.,)",
+             "--config.project.target_tokens=16384.")
+  assert len(re.findall(r": training ", out)) == 2 * len(DOMAINS) + 1
+  mixture = _json(tmp_path / "ddo" / "budget_0" / "mixture.json")
+  assert set(mixture["weights"]) == set(DOMAINS)
+  assert abs(sum(mixture["weights"].values()) - 1) < 1e-9
