@@ -63,15 +63,25 @@ def _n_of(loglam, logkb_s, a, b, lo, hi):
   return jnp.clip(n, lo, hi)
 
 
-def _solve_core(a, b, k, s, lo, hi, total, active):
-  """Bisection on log(lambda); arrays ``[m]``; inactive rows give n = 0."""
+def _mask_padding(a, b, k, s, lo, hi, total, active):
+  """Neutral values on padding rows; each hi_i also capped by the slack.
+
+  Each n_i can be at most what the other domains' lower bounds leave over.
+  Inactive rows get k = 0 and bounds [0, 0], so they contribute nothing.
+  """
   a = jnp.where(active, a, 1.0)
   b = jnp.where(active, b, 1.0)
+  k = jnp.where(active, k, 0.0)
   s = jnp.where(active, s, 1.0)
   lo = jnp.where(active, lo, 0.0)
-  # Each n_i is also capped by what the others' lower bounds leave over.
   slack = total - jnp.sum(s * lo)
   hi = jnp.where(active, jnp.minimum(hi, lo + slack / s), 0.0)
+  return a, b, k, s, lo, hi
+
+
+def _solve_core(a, b, k, s, lo, hi, total, active):
+  """Bisection on log(lambda); arrays ``[m]``; inactive rows give n = 0."""
+  a, b, k, s, lo, hi = _mask_padding(a, b, k, s, lo, hi, total, active)
   logkb_s = jnp.where(active, jnp.log(k * b / s), -jnp.inf)
   ll_at_lo = logkb_s - (b + 1.0) * jnp.log(lo + a)  # lambda where n_i = lo_i
   ll_at_hi = logkb_s - (b + 1.0) * jnp.log(hi + a)  # lambda where n_i = hi_i
@@ -160,13 +170,7 @@ def _pg_core(a, b, k, s, lo, hi, total, active):
   point ``n = total / sum(s)``. Stops when ``|d_i| <= xtol (1 + |x_i|)``.
   Returns ``(n, log lambda, iterations, converged)``; inactive rows give 0.
   """
-  a = jnp.where(active, a, 1.0)
-  b = jnp.where(active, b, 1.0)
-  k = jnp.where(active, k, 0.0)
-  s = jnp.where(active, s, 1.0)
-  lo = jnp.where(active, lo, 0.0)
-  slack = total - jnp.sum(s * lo)
-  hi = jnp.where(active, jnp.minimum(hi, lo + slack / s), 0.0)
+  a, b, k, s, lo, hi = _mask_padding(a, b, k, s, lo, hi, total, active)
 
   def df(x, d, t):
     # f(x + t d) - f(x), term by term without cancellation.
