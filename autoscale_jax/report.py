@@ -59,6 +59,12 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   figs: dict[str, str] = {}
+
+  def save(fig, key: str, name: str) -> None:
+    fig.tight_layout()
+    fig.savefig(str(out / name), dpi=90)
+    plt.close(fig)
+    figs[key] = name
   # 1. Per-domain fits with data points, for each DDO budget.
   for k, mix in enumerate(ddo_mixtures):
     fits = mix.get("fits", {})
@@ -85,11 +91,7 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     for ax in list(axes.flat)[len(domains):]:
       ax.axis("off")
     fig.suptitle(f"DDO budget {k + 1}: per-domain power-law fits")
-    fig.tight_layout()
-    name = f"fits_budget_{k}.png"
-    fig.savefig(str(out / name), dpi=90)
-    plt.close(fig)
-    figs[f"fits_{k}"] = name
+    save(fig, f"fits_{k}", f"fits_budget_{k}.png")
 
   # 2. Optimal weights per budget with intervals (and the projection).
   series = [(f"DDO {m['budget_tokens']:.3g}", m) for m in ddo_mixtures]
@@ -112,10 +114,7 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     ax.set_ylabel("weight")
     ax.set_title("Optimal weights per budget (bars: 90% intervals)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(str(out / "weights.png"), dpi=90)
-    plt.close(fig)
-    figs["weights"] = "weights.png"
+    save(fig, "weights", "weights.png")
 
   # 3. Projected trajectory of weights over budgets.
   if projected and projected.get("trajectory"):
@@ -131,10 +130,7 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     ax.set_ylabel("weight")
     ax.set_title("Projected optimal weights over budgets (dotted: DDO budgets)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(str(out / "trajectory.png"), dpi=90)
-    plt.close(fig)
-    figs["trajectory"] = "trajectory.png"
+    save(fig, "trajectory", "trajectory.png")
 
   # 4. Validation curves of the final runs.
   if final_records:
@@ -148,10 +144,7 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     ax.set_ylabel(f"aggregate {metric}")
     ax.set_title("Final runs: validation curves")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(str(out / "final_curves.png"), dpi=90)
-    plt.close(fig)
-    figs["final_curves"] = "final_curves.png"
+    save(fig, "final_curves", "final_curves.png")
   return figs
 
 

@@ -181,6 +181,16 @@ class Study:
         "allow_repeat": bool(self.options.allow_repeat),
     }
 
+  def _fingerprint(self, name: str, tokens: dict[str, int], seed: int,
+                   eval_every: int = 0) -> str:
+    """The store key of a run: the fingerprint of its identity."""
+    return store_lib.fingerprint(
+        self._run_identity(name, tokens, seed, eval_every))
+
+  def _run_dir(self, name: str, fp: str) -> epath.Path:
+    """The run's training workdir (checkpoints, TensorBoard, result.json)."""
+    return self.workdir / "runs" / f"{name}-{fp[:10]}"
+
   def _train_or_load(self, name: str, tokens: dict[str, int], seed: int, *,
                      label: str, eval_every: int = 0,
                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -194,7 +204,7 @@ class Study:
       return record
     batches = self.bundle.quota_batches(
         tokens, seed=seed, allow_repeat=self.options.allow_repeat)
-    run_dir = self.workdir / "runs" / f"{name}-{fp[:10]}"
+    run_dir = self._run_dir(name, fp)
     say(f"{label}: training {name}: {sum(tokens.values()):,} tokens, "
         f"{batches.num_steps} steps")
     t0 = time.time()
@@ -282,7 +292,7 @@ class Study:
     todo = []
     for run in plan:
       name, tokens, seed = self._planned(k, run)
-      fp = store_lib.fingerprint(self._run_identity(name, tokens, seed, 0))
+      fp = self._fingerprint(name, tokens, seed)
       if self.store.get(name, fp) is None:
         todo.append((name, tokens, seed, fp))
     if len(todo) < 2:
@@ -294,7 +304,7 @@ class Study:
                                    allow_repeat=self.options.allow_repeat)
          for _, t, s, _ in todo],
         self.bundle.eval_sets(),
-        [str(self.workdir / "runs" / f"{n}-{fp[:10]}") for n, _, _, fp in todo],
+        [str(self._run_dir(n, fp)) for n, _, _, fp in todo],
         vocab_size=self.bundle.tokenizer.vocab_size,
         progress_label=f"ddo b{k + 1} swarm")
 
@@ -306,8 +316,7 @@ class Study:
 
   def _say_status(self, planned: list[tuple[str, dict[str, int], int]]) -> None:
     """Prints how many planned runs are done, to train, or stale."""
-    keyed = [(name, store_lib.fingerprint(self._run_identity(name, t, s, 0)))
-             for name, t, s in planned]
+    keyed = [(name, self._fingerprint(name, t, s)) for name, t, s in planned]
     status = self.store.status(keyed)
     say(f"store: {len(status['done'])} of {len(keyed)} DDO runs done, "
         f"{len(status['missing'])} to train")
@@ -324,7 +333,6 @@ class Study:
         0 <= o.worker_index < o.num_workers):
       raise StageError("--worker_index and --num_workers go together, with "
                        "0 <= worker_index < num_workers")
-    from autoscale_jax import distributed  # pylint: disable=g-import-not-at-top
     return set(distributed.worker_share(names, o.worker_index, o.num_workers))
 
   def _fit_budget(self, k: int, plan: list[dict[str, Any]]) -> bool:
@@ -333,8 +341,7 @@ class Study:
     records, missing = [], []
     for run in plan:
       name, tokens, seed = self._planned(k, run)
-      identity = self._run_identity(name, tokens, seed, 0)
-      rec = self.store.get(name, store_lib.fingerprint(identity))
+      rec = self.store.get(name, self._fingerprint(name, tokens, seed))
       if rec is None:
         missing.append(name)
       else:
