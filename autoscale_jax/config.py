@@ -33,6 +33,10 @@ TOKENIZERS = ("byte", "sentencepiece", "gpt2")
 DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture")
 METRICS = ("ppl_seq", "ppl_tok", "loss")
 SCHEDULES = ("linear", "cosine")
+SWARM_MODES = ("auto", "on", "off")
+# train.swarm="auto" uses the swarm when its measured step is at least this
+# much faster than the runs' steps one by one (margin for timing noise).
+SWARM_MIN_SPEEDUP = 1.2
 DTYPES = ("float32", "bfloat16")
 MESH_AXES = ("data", "fsdp", "tensor")
 EMBEDDED_DOMAINS = ("code", "techdocs", "books", "wiki", "legal", "qa", "latex")
@@ -98,10 +102,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 200
   c.train.keep_checkpoints = 2
   c.train.log_every_steps = 10
-  # Train a DDO budget's missing runs as one vmapped program (train/swarm.py).
-  # Pays where one small proxy cannot fill the device (accelerators, micro
-  # models); see docs/benchmarks.md.
-  c.train.swarm = False
+  # Train a DDO budget's missing runs as one vmapped program (train/swarm.py):
+  # "on", "off", or "auto" (measure one step of both ways first and use the
+  # swarm when it is at least SWARM_MIN_SPEEDUP x faster; docs/benchmarks.md).
+  c.train.swarm = "auto"
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest
@@ -276,8 +280,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
     if c.train.eval_batch_size % data_par:
       _fail("train.eval_batch_size", c.train.eval_batch_size,
             f"must be divisible by the data-parallel size {data_par}")
-  if not isinstance(c.train.swarm, bool):
-    _fail("train.swarm", c.train.swarm, "must be True or False")
+  _choice(c, "train.swarm", SWARM_MODES)
   _positive_number(c, "train.learning_rate")
   if not 0 <= c.train.warmup_frac < 1:
     _fail("train.warmup_frac", c.train.warmup_frac, "must be in [0, 1)")

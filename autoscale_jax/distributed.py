@@ -31,6 +31,7 @@ import os
 from typing import Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 import jax
+import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -217,3 +218,15 @@ def write_once(name: str, fn: Callable[[], R]) -> Optional[R]:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f"autoscale_jax:{name}")
   return result
+
+
+def agree(flag: bool) -> bool:
+  """Process 0's ``flag`` on every process (a decision all must share).
+
+  For choices made from local measurements (timings) that select which
+  collective program runs next: every process must take the same branch.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))

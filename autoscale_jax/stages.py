@@ -40,6 +40,15 @@ class Options:
   num_workers: int | None = None
 
 
+# Settings that change how a run is executed or logged but not its result
+# (to float round-off): they are left out of a run's identity, so changing
+# them never marks finished runs stale.
+_SPEED_ONLY_TRAIN_KEYS = frozenset({
+    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "swarm",
+    "eval_batch_size"})
+_SPEED_ONLY_MODEL_KEYS = frozenset({"remat"})
+
+
 class StageError(ValueError):
   """A stage cannot run with what the workdir or flags provide."""
 
@@ -171,8 +180,10 @@ class Study:
     c = self.config
     return {
         "name": name,
-        "model": c.model.to_dict(),
-        "train": c.train.to_dict(),
+        "model": {k: v for k, v in c.model.to_dict().items()
+                  if k not in _SPEED_ONLY_MODEL_KEYS},
+        "train": {k: v for k, v in c.train.to_dict().items()
+                  if k not in _SPEED_ONLY_TRAIN_KEYS},
         "tokenizer": self.bundle.tokenizer.fingerprint,
         "data": {d: self.bundle.fingerprints[d] for d in sorted(tokens)},
         "tokens": {d: int(tokens[d]) for d in sorted(tokens)},
@@ -266,7 +277,7 @@ class Study:
       say(f"\nDDO budget {k + 1}/{len(plans)}: {c.ddo.budgets[k]:.4g} tokens, "
           f"{len(plan)} runs" + (f" ({len(mine)} on this worker)"
                                  if len(mine) != len(plan) else ""))
-      if c.train.swarm:
+      if c.train.swarm != "off":
         self._train_swarm(k, [r for r in plan if r["name"] in mine])
       for i, run in enumerate(plan, 1):
         if run["name"] not in mine:
@@ -297,16 +308,29 @@ class Study:
         todo.append((name, tokens, seed, fp))
     if len(todo) < 2:
       return
-    say(f"[ddo b{k + 1} swarm]: training {len(todo)} runs as one program")
+    label = f"[ddo b{k + 1} swarm]"
+    sources = [self.bundle.quota_batches(
+        t, seed=s, allow_repeat=self.options.allow_repeat)
+               for _, t, s, _ in todo]
+    vocab = self.bundle.tokenizer.vocab_size
+    if self.config.train.swarm == "auto":
+      m = swarm.calibrate(self.config, vocab, sources)
+      use = distributed.agree(m["speedup"] >= config_lib.SWARM_MIN_SPEEDUP)
+      say(f"{label}: one step of {m['runs']} runs as one program "
+          f"{m['swarm_s'] * 1e3:,.1f} ms vs {m['runs']} x "
+          f"{m['single_s'] * 1e3:,.1f} ms one by one ({m['speedup']:.2f}x): "
+          + ("swarm" if use else
+             f"one by one (the swarm needs >= {config_lib.SWARM_MIN_SPEEDUP}x; "
+             "--config.train.swarm=on forces it)"))
+      if not use:
+        return
+    say(f"{label}: training {len(todo)} runs as one program")
     swarm.train_swarm(
         self.config,
-        [self.bundle.quota_batches(t, seed=s,
-                                   allow_repeat=self.options.allow_repeat)
-         for _, t, s, _ in todo],
+        sources,
         self.bundle.eval_sets(),
         [str(self._run_dir(n, fp)) for n, _, _, fp in todo],
-        vocab_size=self.bundle.tokenizer.vocab_size,
-        progress_label=f"ddo b{k + 1} swarm")
+        vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm")
 
   def _planned(self, k: int, run: dict[str, Any]
                ) -> tuple[str, dict[str, int], int]:

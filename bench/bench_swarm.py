@@ -9,6 +9,10 @@ like a real DDO run. Both paths are compiled first (a 2-step warm-up of each),
 so the times compare steady-state training; compile times are printed too.
 
 Usage: python bench/bench_swarm.py [--preset micro|tiny] [--base_steps 40]
+  [--compaction auto|always|never]
+
+With compaction, finished runs leave the program; the recompilations for the
+smaller stacks happen inside the timed swarm window (a real cost).
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ def main() -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--preset", default="micro", choices=sorted(PRESETS))
   p.add_argument("--base_steps", type=int, default=40)
+  p.add_argument("--compaction", default="auto",
+                 choices=("auto", "always", "never"),
+                 help="when finished runs leave the swarm program")
   args = p.parse_args()
   print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
   print(f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()}"
@@ -96,7 +103,7 @@ def main() -> None:
     t = time.perf_counter()
     sw = swarm.train_swarm(c, srcs, evals, [f"{root}/sw{i}" for i in
                                             range(len(srcs))],
-                           vocab_size=vocab)
+                           vocab_size=vocab, compaction=args.compaction)
     sw_s = time.perf_counter() - t
   finally:
     shutil.rmtree(root, ignore_errors=True)
@@ -104,11 +111,12 @@ def main() -> None:
                  b["final_eval"]["aggregate"]["loss"]) for a, b in zip(seq, sw))
   tokens = sum(steps) * c.train.global_batch_size * c.train.seq_len
   print()
-  print("| preset | runs | steps | sequential (s) | swarm (s) | speed-up | "
+  print("| preset | compaction | runs | steps | sequential (s) | swarm (s) | "
+        "speed-up | "
         "seq tok/s | swarm tok/s | first call seq / swarm (s) | "
         "max abs diff final loss |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
-  print(f"| {args.preset} | {len(srcs)} | {min(steps)}-{max(steps)} | "
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  print(f"| {args.preset} | {args.compaction} | {len(srcs)} | {min(steps)}-{max(steps)} | "
         f"{seq_s:.1f} | {sw_s:.1f} | {seq_s / sw_s:.2f}x | "
         f"{tokens / seq_s:,.0f} | {tokens / sw_s:,.0f} | "
         f"{compile_seq:.1f} / {compile_sw:.1f} | {diff:.1e} |")

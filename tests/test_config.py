@@ -42,6 +42,7 @@ RULES = [
     ("train.learning_rate", -1.0, "train.learning_rate", "> 0"),
     ("train.warmup_frac", 1.0, "train.warmup_frac", "[0, 1)"),
     ("train.schedule", "step", "train.schedule", "allowed"),
+    ("train.swarm", "True", "train.swarm", "allowed: auto, on, off"),
     ("mesh.shape", [-1, -1, 1], "mesh.shape", "at most one -1"),
     ("mesh.shape", [1, 1], "mesh.shape", "one size per axis"),
     ("ddo.budgets", [1000.0, -5.0], "ddo.budgets[1]", "> 0"),

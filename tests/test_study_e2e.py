@@ -30,7 +30,9 @@ def _cli(*args, timeout=600):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("micro")
-  out = _cli("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}")
+  # One by one: the reference the swarm test compares against.
+  out = _cli("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}",
+             "--config.train.swarm=off")
   return workdir, out
 
 
@@ -94,8 +96,8 @@ def test_second_run_reuses_everything(study):
 def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
   workdir, _ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
-             "--config.train.swarm=True")
-  assert out.count("runs as one program") == 2
+             "--config.train.swarm=on")
+  assert out.count("training 7 runs as one program") == 2
   for k in (0, 1):
     # Every run's per-domain metric matches the one-by-one study to float
     # tolerance; the fitted weights then agree closely (the 3-point fit
@@ -113,6 +115,19 @@ def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
       assert ours["weights"][d] == pytest.approx(ref["weights"][d], abs=5e-3)
 
 
+def test_execution_only_settings_keep_runs(study):
+  # Logging, checkpointing, eval batching, remat and the swarm switch do not
+  # change a run's result, so they do not change its identity.
+  workdir, _ = study
+  out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
+             "--config.train.log_every_steps=3",
+             "--config.train.checkpoint_every_steps=7",
+             "--config.train.eval_batch_size=4", "--config.model.remat=True",
+             "--config.train.swarm=on")
+  assert ": training " not in out and "stale" not in out
+  assert out.count("already done") == 2 * (2 * len(DOMAINS) + 1)
+
+
 def test_changed_config_reports_stale_and_retrains(study):
   # Last in the file: it rewrites the study's DDO outputs.
   workdir, _ = study
@@ -120,14 +135,18 @@ def test_changed_config_reports_stale_and_retrains(study):
              "--config.train.learning_rate=0.001")
   assert "stale record for b0_base_s0" in out
   assert "stale record for b1_base_s0" in out
-  assert len(re.findall(r": training ", out)) == 2 * (2 * len(DOMAINS) + 1)
+  assert len(re.findall(r": training b\d_", out)) == 2 * (2 * len(DOMAINS) + 1)
 
 
 def test_bert_ddo_through_the_cli(tmp_path):
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
              "--config.model.kind=bert", "--config.ddo.budgets=(4096.,)",
              "--config.project.target_tokens=16384.")
-  assert len(re.findall(r": training ", out)) == 2 * len(DOMAINS) + 1
+  assert len(re.findall(r": training b\d_", out)) == 2 * len(DOMAINS) + 1
+  # train.swarm="auto" (the default) measured both ways and said which won.
+  assert re.search(r"one step of 7 runs as one program [\d.,]+ ms vs 7 x "
+                   r"[\d.,]+ ms one by one \([\d.]+x\): (swarm|one by one)",
+                   out), out[-2000:]
   mixture = _json(tmp_path / "ddo" / "budget_0" / "mixture.json")
   assert set(mixture["weights"]) == set(DOMAINS)
   assert abs(sum(mixture["weights"].values()) - 1) < 1e-9

@@ -72,7 +72,7 @@ def test_swarm_equals_sequential_and_finished_runs_freeze(tmp_path,
   root, seq = sequential
   dirs = [tmp_path / f"sw{i}" for i in range(3)]
   got = swarm.train_swarm(c, _sources(), evals, dirs, vocab_size=V,
-                          swarm_dir=tmp_path / "swarm")
+                          swarm_dir=tmp_path / "swarm", compaction="never")
   for i, (a, b) in enumerate(zip(got, seq)):
     _assert_results_close(a, b)
     assert json.loads((dirs[i] / "result.json").read_text()) == a
@@ -113,11 +113,68 @@ def test_interrupted_swarm_resumes_exactly(tmp_path, sequential):
   dirs = [tmp_path / f"r{i}" for i in range(3)]
   with pytest.raises(KeyboardInterrupt):
     swarm.train_swarm(c, srcs, evals, dirs, vocab_size=V,
-                      swarm_dir=tmp_path / "swarm")
+                      swarm_dir=tmp_path / "swarm", compaction="never")
   assert (dirs[0] / "result.json").exists()
   assert not (dirs[2] / "result.json").exists()
   srcs[2].crash_at = None
   got = swarm.train_swarm(c, srcs, evals, dirs, vocab_size=V,
-                          swarm_dir=tmp_path / "swarm")
+                          swarm_dir=tmp_path / "swarm", compaction="never")
   for a, b in zip(got, ref):
     _assert_results_close(a, b)
+
+
+def test_finished_runs_leave_the_program(tmp_path, sequential, capsys):
+  """compaction="always": the stack shrinks 3 -> 2 -> 1, results unchanged."""
+  c, evals = _config(), _evals()
+  root, seq = sequential
+  srcs = [_Crash(n, B, L, V, seed=10 + i,
+                 domains=("a", "b") if i != 1 else ("a", "b", "c"),
+                 pad_final=(i == 2)) for i, n in enumerate(STEPS)]
+  srcs[2].crash_at = 10  # after the step-8 checkpoint of the 1-member stack
+  dirs = [tmp_path / f"r{i}" for i in range(3)]
+  with pytest.raises(KeyboardInterrupt):
+    swarm.train_swarm(c, srcs, evals, dirs, vocab_size=V,
+                      swarm_dir=tmp_path / "swarm", compaction="always")
+  out = capsys.readouterr().out
+  assert "swarm step 5: 2 runs left in the program" in out
+  assert "swarm step 8: 1 runs left in the program" in out
+  ckpt = tmp_path / "swarm" / "checkpoints"
+  # The step-8 checkpoint holds only the run still training.
+  assert _restore_flat(ckpt, 8)["step"].tolist() == [8]
+  srcs[2].crash_at = None
+  got = swarm.train_swarm(c, srcs, evals, dirs, vocab_size=V,
+                          swarm_dir=tmp_path / "swarm", compaction="always")
+  assert "swarm resumed from step 8/11 (1 runs)" in capsys.readouterr().out
+  for a, b in zip(got, seq):
+    _assert_results_close(a, b)
+  final = _restore_flat(ckpt, max(STEPS))
+  single = _restore_flat(root / "seq2" / "checkpoints", STEPS[2])
+  for name, v in single.items():
+    atol = 2e-5 if name.endswith("key_bias") else 1e-6
+    np.testing.assert_allclose(final[name][0], v, rtol=1e-5, atol=atol,
+                               err_msg=name)
+
+
+@pytest.mark.parametrize("size,live,left,step_s,compile_s,pays", [
+    (15, 14, 100, 1.0, 5.0, True),    # 100 * 1/15 = 6.7 s saved > 5 s
+    (15, 14, 50, 1.0, 5.0, False),    # 3.3 s saved < 5 s
+    (15, 7, 10, 1.0, 0.0, True),      # cached size: any saving pays
+    (4, 4, 10, 1.0, 0.0, False),      # nothing finished
+    (4, 0, 10, 1.0, 0.0, False),      # nothing left to train
+])
+def test_compaction_pays(size, live, left, step_s, compile_s, pays):
+  assert swarm.compaction_pays(size, live, left, step_s, compile_s) is pays
+
+
+def test_bad_compaction_value_is_named(tmp_path):
+  with pytest.raises(ValueError, match="compaction='sometimes' is invalid"):
+    swarm.train_swarm(_config(), _sources(), _evals(),
+                      [tmp_path / f"x{i}" for i in range(3)], vocab_size=V,
+                      compaction="sometimes")
+
+
+def test_calibrate_times_both_programs():
+  m = swarm.calibrate(_config(), V, _sources(), steps=2)
+  assert m["runs"] == 3
+  assert m["single_s"] > 0 and m["swarm_s"] > 0
+  assert m["speedup"] == pytest.approx(3 * m["single_s"] / m["swarm_s"])

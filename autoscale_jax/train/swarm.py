@@ -12,17 +12,17 @@ tolerance: the batched matmuls of the vmapped step may round differently).
 
 Drop-out of finished members: a member is *active* while ``step < num_steps``
 (and it has not diverged); the vmapped step selects the old state for inactive
-members with ``jnp.where``, so a finished member's state stops changing. Cost:
-a finished member still costs its forward/backward until the swarm ends (it
-is fed its last batch again), i.e. the swarm does ``K * max_k(num_steps_k)``
-member-steps instead of ``sum_k num_steps_k``. For one DDO plan (lengths
-within ~0.9-1.3x of the base run) that is ~20% extra work, far less than the
-per-run overheads it removes; compaction would need one recompilation per
-distinct stack size instead.
+members with ``jnp.where``, so a finished member's state stops changing.
+Finished (or diverged) members can leave the program: the stack is re-gathered
+without them and the step is compiled for the smaller stack size (cached per
+size). With ``compaction="auto"`` (the default) that happens only when it pays
+(``compaction_pays``: the member-steps saved over the remaining steps,
+costed with the measured step time, outweigh the measured compile time);
+otherwise finished members stay in the stack, masked, fed their last batch.
 
 Checkpointing: the stacked state is saved with orbax in ``swarm_dir`` every
-``train.checkpoint_every_steps`` swarm steps and restored on the next call with
-the same members, so an interrupted swarm resumes exactly (members that had
+``train.checkpoint_every_steps`` swarm steps (with the members it holds at that
+step) and restored on the next call, so an interrupted swarm resumes exactly (members that had
 already written ``result.json`` stay frozen); the final stacked state is
 saved too (step ``max_k num_steps_k``). Each finished member writes its
 ``result.json``, ``metrics.jsonl`` and ``curve.jsonl`` in its own workdir as
@@ -53,6 +53,8 @@ from autoscale_jax.train import optim, sharding, trainer
 
 State = dict[str, Any]
 _SWARM_CACHE: dict[int, tuple[Any, Callable]] = {}
+# (id of the compiled bundle, stack size) -> (executable, compile seconds).
+_EXEC_CACHE: dict[tuple[int, int], tuple[Callable, float]] = {}
 
 
 def _stacked_shardings(compiled: trainer.Compiled) -> Any:
@@ -128,12 +130,84 @@ def _load_finished(path: epath.Path, num_steps: int) -> dict | None:
   return result
 
 
+def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
+              steps: int = 3) -> dict[str, float]:
+  """Measured time of one training step: one run alone vs all K as one program.
+
+  Both programs are compiled first (the single-run step is the one
+  ``train_run`` uses anyway; the swarm step is cached for ``train_swarm``),
+  then each runs ``steps`` steps on the first run's first batch from a
+  throw-away initial state, best step time kept.
+
+  Returns:
+    ``{"runs": K, "single_s": ..., "swarm_s": ..., "speedup": K * single /
+    swarm, "compile_s": ...}`` (``compile_s``: the swarm compilation).
+  """
+  compiled = trainer.get_compiled(config, vocab_size)
+  mesh = compiled.mesh
+  stacked_sh, swarm_step = get_swarm_step(config, vocab_size, compiled)
+  num = len(batches_list)
+  local = batches_list[0].batch(0, shard=jax.process_index(),
+                                num_shards=jax.process_count())
+
+  def best(fn, state, batch) -> tuple[float, Any]:
+    state, m = fn(state, batch)  # compiled or warm by now
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(steps):
+      t = time.perf_counter()
+      state, m = fn(state, batch)
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t)
+    return min(times), state
+
+  with jax.set_mesh(mesh):
+    single = trainer.init_state(compiled, int(config.seed), steps + 2)
+    single_s, _ = best(compiled.train_step, single,
+                       sharding.put_batch(local, mesh))
+    stack = jax.device_put(
+        _init_stack(compiled, [int(config.seed)] * num, list(range(num)),
+                    [steps + 2] * num), stacked_sh)
+    batch_K = _put_stacked_batch([local] * num, mesh)
+    key = (id(compiled), num)
+    if key not in _EXEC_CACHE:
+      t = time.perf_counter()
+      fn = swarm_step.lower(stack, batch_K).compile()
+      _EXEC_CACHE[key] = (fn, time.perf_counter() - t)
+    fn, compile_s = _EXEC_CACHE[key]
+    swarm_s, _ = best(fn, stack, batch_K)
+  return {"runs": num, "single_s": single_s, "swarm_s": swarm_s,
+          "speedup": num * single_s / swarm_s, "compile_s": compile_s}
+
+
+def _take(state: State, positions: Sequence[int], shardings: Any) -> State:
+  """The members at ``positions`` of a stacked state (a smaller stack)."""
+  idx = jnp.asarray(np.asarray(positions, np.int32))
+  return jax.device_put(jax.tree.map(lambda x: x[idx], state), shardings)
+
+
+def compaction_pays(stack_size: int, live: int, steps_left: int,
+                    step_s: float, compile_s: float) -> bool:
+  """Whether dropping ``stack_size - live`` finished members saves time.
+
+  The swarm step costs about ``step_s * size / stack_size`` for a stack of
+  ``size`` members; dropping the finished ones saves that fraction of
+  ``step_s`` on each of the ``steps_left`` remaining steps, at the price of
+  one compilation for the new stack size (``compile_s``, 0 when cached).
+  """
+  if live >= stack_size or live == 0 or steps_left <= 0:
+    return False
+  saved = steps_left * step_s * (stack_size - live) / stack_size
+  return saved > compile_s
+
+
 def train_swarm(config: Any, batches_list: Sequence[Any],
                 eval_sets: Mapping[str, Mapping[str, np.ndarray]],
                 workdirs: Sequence[str | os.PathLike], *, vocab_size: int,
                 progress_label: str = "", seeds: Sequence[int] | None = None,
                 eval_every_steps: int = 0,
-                swarm_dir: str | os.PathLike | None = None) -> list[dict]:
+                swarm_dir: str | os.PathLike | None = None,
+                compaction: str = "auto") -> list[dict]:
   """Trains ``len(batches_list)`` runs as one vmapped program; resumes.
 
   Args:
@@ -150,6 +224,10 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
       config's ``train.eval_every_steps``; both 0: only at its end).
     swarm_dir: where the stacked checkpoints go (default
       ``default_swarm_dir(workdirs)``).
+    compaction: when finished (or diverged) members leave the stack:
+      ``"auto"`` when the saved member-steps outweigh a recompilation
+      (``compaction_pays``, with the measured step and compile times),
+      ``"always"`` at every finish, ``"never"`` (they stay, masked).
 
   Returns:
     One ``train_run`` result dict per run, in order (finished runs' existing
@@ -159,6 +237,9 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
     trainer.TrainingDiverged: after every other member finished, naming the
       members whose loss became NaN/Inf (they write no result).
   """
+  if compaction not in ("auto", "always", "never"):
+    raise ValueError(f"compaction={compaction!r} is invalid: allowed: auto, "
+                     "always, never")
   num_runs = len(batches_list)
   if len(workdirs) != num_runs:
     raise ValueError(f"{num_runs} batch sources but {len(workdirs)} workdirs")
@@ -196,7 +277,7 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
           enable_async_checkpointing=True),
       item_names=("state", "meta"))
   start = mgr.latest_step()
-  members = todo
+  members = todo  # run index of each stack position
   meta: dict[str, Any] | None = None
   if start is not None:
     meta = mgr.restore(start, args=ocp.args.Composite(
@@ -212,16 +293,15 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
     if [steps_all[k] for k in members] != list(meta["num_steps"]):
       raise ValueError(f"{ckpt_dir} is from runs of other lengths "
                        f"{meta['num_steps']}; delete it")
-  K = len(members)
-  steps_K = [steps_all[k] for k in members]
-  max_steps = max(steps_K)
-  writers = [metrics_lib.create_writer(dirs[k],
-                                       just_logging=jax.process_index() > 0)
-             for k in members]
+  max_steps = max(steps_all[k] for k in members)
+  writers = {k: metrics_lib.create_writer(dirs[k],
+                                          just_logging=jax.process_index() > 0)
+             for k in members}
   for k in members:
     dirs[k].mkdir(parents=True, exist_ok=True)
 
-  diverged: dict[int, str] = {}
+  diverged: dict[int, str] = {}  # run index -> message
+  tokens: dict[int, float] = {}
   try:
     with jax.set_mesh(mesh):
       if meta is not None:
@@ -229,63 +309,72 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
                                                       steps_all))
         shim = types.SimpleNamespace(state_shardings=stacked_sh)
         state, meta = trainer._restore(mgr, start, shim, abstract)  # pylint: disable=protected-access
-        tokens_K = [float(t) for t in meta["tokens"]]
+        tokens = {k: float(t) for k, t in zip(members, meta["tokens"])}
         saved_alive = np.asarray(jax.device_get(state["alive"]))
         for i, k in enumerate(members):
           if not saved_alive[i] and results[k] is None:
-            diverged[i] = f"{dirs[k]}: diverged before step {start}"
+            diverged[k] = f"{dirs[k]}: diverged before step {start}"
         alive = np.asarray([results[k] is None for k in members])
         state["alive"] = jax.device_put(
             jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
         print(f"{label}swarm resumed from step {start}/{max_steps} "
-              f"({K} runs)", flush=True)
+              f"({len(members)} runs)", flush=True)
       else:
         start = 0
-        tokens_K = [0.0] * K
+        tokens = {k: 0.0 for k in members}
         state = jax.device_put(_init_stack(compiled, seeds, members, steps_all),
                                stacked_sh)
-      curves = [[c for c in trainer._read_jsonl(dirs[k] / "curve.jsonl")  # pylint: disable=protected-access
-                 if c["step"] <= min(start, steps_all[k])] for k in members]
-      print(f"{label}swarm of {K} runs, {min(steps_K)}-{max_steps} steps, one "
+      curves = {k: [c for c in trainer._read_jsonl(dirs[k] / "curve.jsonl")  # pylint: disable=protected-access
+                    if c["step"] <= min(start, steps_all[k])] for k in members}
+      print(f"{label}swarm of {len(members)} runs, "
+            f"{min(steps_all[k] for k in members)}-{max_steps} steps, one "
             "program", flush=True)
 
-      last_local: list[dict | None] = [None] * K
-      pending: list[tuple[int, dict]] = []
+      last_local: dict[int, dict] = {}
+      pending: list[tuple[int, dict, list[int]]] = []
+      step_s = 0.0  # latest measured wall time of one swarm step
+
+      def live() -> list[int]:
+        return [k for k in members if results[k] is None and k not in diverged]
+
+      def set_alive() -> None:
+        nonlocal state
+        alive = np.asarray([k in live() for k in members])
+        state["alive"] = jax.device_put(
+            jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
 
       def check(upto: int) -> None:
         """Marks members whose loss went NaN/Inf as dead (lagging one step)."""
-        nonlocal state
         while pending and pending[0][0] <= upto:
-          s, m = pending.pop(0)
+          s, m, stack = pending.pop(0)
           loss_K, act_K = jax.device_get((m["loss"], m["active"]))
-          bad = [i for i in range(K) if act_K[i] and i not in diverged
+          bad = [k for i, k in enumerate(stack) if act_K[i]
+                 and k not in diverged
                  and not math.isfinite(float(loss_K[i]))]
-          for i in bad:
-            diverged[i] = (f"{dirs[members[i]]}: loss is {float(loss_K[i])} at "
-                           f"step {s} of {steps_K[i]}")
-            print(f"{label}{diverged[i]}; dropping it from the swarm",
+          for k in bad:
+            loss = float(loss_K[stack.index(k)])
+            diverged[k] = (f"{dirs[k]}: loss is {loss} at step {s} of "
+                           f"{steps_all[k]}")
+            print(f"{label}{diverged[k]}; dropping it from the swarm",
                   flush=True)
           if bad:
-            alive = np.asarray([i not in diverged for i in range(K)])
-            state["alive"] = jax.device_put(
-                jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
+            set_alive()
 
-      def run_eval(i: int, step: int) -> dict:
-        params = jax.device_put(_member(state["params"], i),
+      def run_eval(k: int, step: int) -> dict:
+        params = jax.device_put(_member(state["params"], members.index(k)),
                                 compiled.state_shardings["params"])
         res = trainer.evaluate(compiled, params, eval_sets, eval_bs)
-        point = {"step": step, "tokens": tokens_K[i], **res}
-        with (dirs[members[i]] / "curve.jsonl").open("a") as f:
+        point = {"step": step, "tokens": tokens[k], **res}
+        with (dirs[k] / "curve.jsonl").open("a") as f:
           f.write(json.dumps(point) + "\n")
-        writers[i].write_scalars(step, {f"eval/{k}": v for k, v in
+        writers[k].write_scalars(step, {f"eval/{n}": v for n, v in
                                         res["aggregate"].items() if v is not None})
         return point
 
-      def finish(i: int) -> None:
-        k = members[i]
-        final = run_eval(i, steps_K[i])
-        curve = [c for c in curves[i] if c["step"] < steps_K[i]] + [final]
-        result = {"steps": steps_K[i],
+      def finish(k: int) -> None:
+        final = run_eval(k, steps_all[k])
+        curve = [c for c in curves[k] if c["step"] < steps_all[k]] + [final]
+        result = {"steps": steps_all[k],
                   "tokens_per_domain": {d: float(t) for d, t in
                                         batches_list[k].tokens_per_domain.items()},
                   "final_eval": {"domains": final["domains"],
@@ -294,80 +383,120 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
         atomic_write_json(dirs[k] / "result.json", result)
         results[k] = result
         agg = final["aggregate"]
-        print(f"{label}run {i + 1}/{K} done at step {steps_K[i]}: loss "
+        print(f"{label}run {dirs[k].name} done at step {steps_all[k]}: loss "
               f"{agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}", flush=True)
+
+      def executable(batch: dict) -> Callable:
+        """The compiled swarm step for the current stack size (cached)."""
+        key = (id(compiled), len(members))
+        if key not in _EXEC_CACHE:
+          t = time.perf_counter()
+          fn = swarm_step.lower(state, batch).compile()
+          _EXEC_CACHE[key] = (fn, time.perf_counter() - t)
+        return _EXEC_CACHE[key][0]
+
+      def maybe_compact(done: int) -> None:
+        nonlocal state, members
+        keep = live()
+        if len(keep) == len(members) or not keep:
+          return
+        steps_left = max(steps_all[k] for k in keep) - done
+        compile_s = 0.0 if (id(compiled), len(keep)) in _EXEC_CACHE else max(
+            c for (bundle, _), (_, c) in _EXEC_CACHE.items()
+            if bundle == id(compiled))
+        if compaction == "never" or (
+            compaction == "auto" and not compaction_pays(
+                len(members), len(keep), steps_left, step_s, compile_s)):
+          return
+        check(done)  # pending metrics refer to the old stack
+        keep = live()
+        if not keep:
+          return
+        positions = [members.index(k) for k in keep]
+        state = _take(state, positions, stacked_sh)
+        members = keep
+        print(f"{label}swarm step {done}: {len(keep)} runs left in the "
+              "program", flush=True)
 
       t0 = time.time()
       t_log, s_log = t0, start
       for s in range(start, max_steps):
         local_K = []
-        for i, k in enumerate(members):
-          if s < steps_K[i] and results[k] is None and i not in diverged:
+        for k in members:
+          if s < steps_all[k] and results[k] is None and k not in diverged:
             local = batches_list[k].batch(s, shard=jax.process_index(),
                                           num_shards=jax.process_count())
-            tokens_K[i] += float(np.sum(local["weights"], dtype=np.float64))
-            last_local[i] = local
-          elif last_local[i] is None:  # resumed past its end: any valid batch
-            last_local[i] = batches_list[k].batch(
-                min(s, steps_K[i] - 1), shard=jax.process_index(),
+            tokens[k] += float(np.sum(local["weights"], dtype=np.float64))
+            last_local[k] = local
+          elif k not in last_local:  # resumed past its end: any valid batch
+            last_local[k] = batches_list[k].batch(
+                min(s, steps_all[k] - 1), shard=jax.process_index(),
                 num_shards=jax.process_count())
-          local_K.append(last_local[i])
+          local_K.append(last_local[k])
         batch = _put_stacked_batch(local_K, mesh)
-        state, metrics = swarm_step(state, batch)
+        fn = executable(batch)
+        t_step = time.perf_counter()
+        state, metrics = fn(state, batch)
         done = s + 1
-        pending.append((done, metrics))
+        pending.append((done, metrics, list(members)))
         check(done - 1)
-        ended = [i for i in range(K) if steps_K[i] == done
-                 and results[members[i]] is None]
+        step_s = time.perf_counter() - t_step
+        ended = [k for k in members if steps_all[k] == done
+                 and results[k] is None]
         if ended or done % log_every == 0 or done == max_steps:
           check(done)
         if done % log_every == 0 or done == max_steps:
           m = jax.device_get(metrics)
           now = time.time()
           act = np.asarray(m["active"])
-          tps = float(np.sum(act)) * (done - s_log) * tokens_per_step / max(
-              now - t_log, 1e-9)
-          for i in range(K):
-            if not act[i] or i in diverged:
+          n_act = float(np.sum(act))
+          tps = n_act * (done - s_log) * tokens_per_step / max(now - t_log,
+                                                               1e-9)
+          for i, k in enumerate(members):
+            if not act[i] or k in diverged:
               continue
             record = {"step": done, "loss": float(m["loss"][i]),
                       "lr": float(m["lr"][i]),
                       "grad_norm": float(m["grad_norm"][i]),
-                      "tokens": tokens_K[i],
-                      "tokens_per_s": tps / max(float(np.sum(act)), 1.0)}
-            writers[i].write_scalars(done, {k: v for k, v in record.items()
-                                            if k != "step"})
-            with (dirs[members[i]] / "metrics.jsonl").open("a") as f:
+                      "tokens": tokens[k],
+                      "tokens_per_s": tps / max(n_act, 1.0)}
+            writers[k].write_scalars(done, {n: v for n, v in record.items()
+                                            if n != "step"})
+            with (dirs[k] / "metrics.jsonl").open("a") as f:
               f.write(json.dumps(record) + "\n")
-          losses = [float(m["loss"][i]) for i in range(K) if act[i]]
-          print(f"{label}swarm step {done}/{max_steps}: {int(np.sum(act))}/{K}"
-                f" active, mean loss {np.mean(losses) if losses else float('nan'):.4f}"
+          losses = [float(m["loss"][i]) for i in range(len(members)) if act[i]]
+          print(f"{label}swarm step {done}/{max_steps}: {int(n_act)}/"
+                f"{len(members)} active, mean loss "
+                f"{np.mean(losses) if losses else float('nan'):.4f}"
                 f", tok/s {tps:,.0f} (all runs)", flush=True)
           t_log, s_log = now, done
-        for i in range(K):
-          k = members[i]
-          if results[k] is not None or i in diverged:
+        for k in members:
+          if results[k] is not None or k in diverged:
             continue
-          if done == steps_K[i]:
-            finish(i)
-          elif every and done % every == 0 and done < steps_K[i]:
-            curves[i].append(run_eval(i, done))
+          if done == steps_all[k]:
+            finish(k)
+          elif every and done % every == 0 and done < steps_all[k]:
+            curves[k].append(run_eval(k, done))
+        if done < max_steps:
+          maybe_compact(done)
         if done % ckpt_every == 0 or done == max_steps:
           trainer._save(mgr, done, state, {  # pylint: disable=protected-access
-              "step": done, "num_steps": steps_K, "tokens": tokens_K,
+              "step": done, "num_steps": [steps_all[k] for k in members],
+              "tokens": [tokens[k] for k in members],
               "members": [str(dirs[k].resolve()) for k in members]})
       mgr.wait_until_finished()
   finally:
     mgr.wait_until_finished()
     mgr.close()
-    for w in writers:
+    for w in writers.values():
       w.flush()
       w.close()
 
   if diverged:
     raise trainer.TrainingDiverged(
-        f"{label}{len(diverged)} of {K} swarm runs diverged (the others "
-        "finished and wrote result.json): " + "; ".join(diverged.values()))
+        f"{label}{len(diverged)} of {len(todo)} swarm runs diverged (the "
+        "others finished and wrote result.json): "
+        + "; ".join(diverged.values()))
   return results  # type: ignore[return-value]
 
 
