@@ -33,7 +33,7 @@ TOKENIZERS = ("byte", "sentencepiece", "gpt2")
 DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture")
 METRICS = ("ppl_seq", "ppl_tok", "loss")
 SCHEDULES = ("linear", "cosine")
-SWARM_MODES = ("auto", "on", "off")
+SWARM_MODES = ("auto", "off", "vmap", "scan")
 # train.swarm="auto" uses the swarm when its measured step is at least this
 # much faster than the runs' steps one by one (margin for timing noise).
 SWARM_MIN_SPEEDUP = 1.2
@@ -102,9 +102,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 200
   c.train.keep_checkpoints = 2
   c.train.log_every_steps = 10
-  # Train a DDO budget's missing runs as one vmapped program (train/swarm.py):
-  # "on", "off", or "auto" (measure one step of both ways first and use the
-  # swarm when it is at least SWARM_MIN_SPEEDUP x faster; docs/benchmarks.md).
+  # Optimizer steps per compiled call (a scan; calls also end at every log,
+  # eval and checkpoint step). More steps per call keep the host loop and
+  # XLA's per-call buffers out of the step time; 1 = one step per call.
+  c.train.steps_per_call = 10
+  # Train a DDO budget's missing runs as one program (train/swarm.py), its
+  # members batched ("vmap") or one after another ("scan"); "off": one run at
+  # a time; "auto": time one step of each way first and use the faster swarm
+  # layout if it is at least SWARM_MIN_SPEEDUP x faster (docs/benchmarks.md).
   c.train.swarm = "auto"
 
   c.mesh = ml_collections.ConfigDict()
@@ -261,7 +266,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
           f"must be <= model.max_len={c.model.max_len} (the model's context)")
   for key in ("train.global_batch_size", "train.grad_accum_steps",
               "train.eval_batch_size", "train.checkpoint_every_steps",
-              "train.keep_checkpoints", "train.log_every_steps"):
+              "train.keep_checkpoints", "train.log_every_steps",
+              "train.steps_per_call"):
     v = _get(c, key)
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       _fail(key, v, "must be an integer >= 1")

@@ -45,7 +45,7 @@ class Options:
 # them never marks finished runs stale.
 _SPEED_ONLY_TRAIN_KEYS = frozenset({
     "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "swarm",
-    "eval_batch_size"})
+    "eval_batch_size", "steps_per_call"})
 _SPEED_ONLY_MODEL_KEYS = frozenset({"remat"})
 
 
@@ -293,7 +293,7 @@ class Study:
     return complete
 
   def _train_swarm(self, k: int, plan: list[dict[str, Any]]) -> None:
-    """Trains the budget's missing runs together as one vmapped program.
+    """Trains the budget's missing runs together as one program (a swarm).
 
     Each member writes its result.json in its own run directory, so the
     per-run loop that follows finds them finished and writes the records
@@ -313,24 +313,28 @@ class Study:
         t, seed=s, allow_repeat=self.options.allow_repeat)
                for _, t, s, _ in todo]
     vocab = self.bundle.tokenizer.vocab_size
-    if self.config.train.swarm == "auto":
+    layout = self.config.train.swarm
+    if layout == "auto":
       m = swarm.calibrate(self.config, vocab, sources)
       use = distributed.agree(m["speedup"] >= config_lib.SWARM_MIN_SPEEDUP)
-      say(f"{label}: one step of {m['runs']} runs as one program "
-          f"{m['swarm_s'] * 1e3:,.1f} ms vs {m['runs']} x "
-          f"{m['single_s'] * 1e3:,.1f} ms one by one ({m['speedup']:.2f}x): "
-          + ("swarm" if use else
-             f"one by one (the swarm needs >= {config_lib.SWARM_MIN_SPEEDUP}x; "
-             "--config.train.swarm=on forces it)"))
+      layout = "scan" if distributed.agree(m["layout"] == "scan") else "vmap"
+      say(f"{label}: one step of {m['runs']} runs: {m['runs']} x "
+          f"{m['single_s'] * 1e3:,.1f} ms one by one, "
+          f"{m['vmap_s'] * 1e3:,.1f} ms as one vmap program, "
+          f"{m['scan_s'] * 1e3:,.1f} ms as one scan program "
+          f"({m['speedup']:.2f}x): "
+          + (f"swarm ({layout})" if use else
+             f"one by one (the swarm needs >= {config_lib.SWARM_MIN_SPEEDUP}x;"
+             " --config.train.swarm=vmap or =scan forces it)"))
       if not use:
         return
-    say(f"{label}: training {len(todo)} runs as one program")
+    say(f"{label}: training {len(todo)} runs as one program ({layout})")
     swarm.train_swarm(
         self.config,
         sources,
         self.bundle.eval_sets(),
         [str(self._run_dir(n, fp)) for n, _, _, fp in todo],
-        vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm")
+        vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm", layout=layout)
 
   def _planned(self, k: int, run: dict[str, Any]
                ) -> tuple[str, dict[str, int], int]:

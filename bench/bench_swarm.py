@@ -1,5 +1,5 @@
 """Proxy swarm vs sequential: 15 tiny DDO proxies, ``train_run`` one by one
-versus ``train_swarm`` (one vmapped program).
+versus ``train_swarm`` (one program, members batched or scanned).
 
 The plan is the DDO shape: 7 domains, base run + 14 runs with one domain's
 quota scaled by 0.2 or 3.0 (``ddo.plan_runs``), so run lengths differ
@@ -9,7 +9,7 @@ like a real DDO run. Both paths are compiled first (a 2-step warm-up of each),
 so the times compare steady-state training; compile times are printed too.
 
 Usage: python bench/bench_swarm.py [--preset micro|tiny] [--base_steps 40]
-  [--compaction auto|always|never]
+  [--layout vmap|scan] [--compaction auto|always|never]
 
 With compaction, finished runs leave the program; the recompilations for the
 smaller stacks happen inside the timed swarm window (a real cost).
@@ -67,6 +67,8 @@ def main() -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--preset", default="micro", choices=sorted(PRESETS))
   p.add_argument("--base_steps", type=int, default=40)
+  p.add_argument("--layout", default="vmap", choices=swarm.LAYOUTS,
+                 help="members batched (vmap) or one after another (scan)")
   p.add_argument("--compaction", default="auto",
                  choices=("auto", "always", "never"),
                  help="when finished runs leave the swarm program")
@@ -93,7 +95,8 @@ def main() -> None:
     compile_seq = time.perf_counter() - t
     t = time.perf_counter()
     swarm.train_swarm(c, warm, evals, [f"{root}/warm_sw{i}" for i in
-                                       range(len(srcs))], vocab_size=vocab)
+                                       range(len(srcs))], vocab_size=vocab,
+                      layout=args.layout)
     compile_sw = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -103,7 +106,8 @@ def main() -> None:
     t = time.perf_counter()
     sw = swarm.train_swarm(c, srcs, evals, [f"{root}/sw{i}" for i in
                                             range(len(srcs))],
-                           vocab_size=vocab, compaction=args.compaction)
+                           vocab_size=vocab, layout=args.layout,
+                           compaction=args.compaction)
     sw_s = time.perf_counter() - t
   finally:
     shutil.rmtree(root, ignore_errors=True)
@@ -111,12 +115,13 @@ def main() -> None:
                  b["final_eval"]["aggregate"]["loss"]) for a, b in zip(seq, sw))
   tokens = sum(steps) * c.train.global_batch_size * c.train.seq_len
   print()
-  print("| preset | compaction | runs | steps | sequential (s) | swarm (s) | "
+  print("| preset | layout | compaction | runs | steps | sequential (s) | "
+        "swarm (s) | "
         "speed-up | "
         "seq tok/s | swarm tok/s | first call seq / swarm (s) | "
         "max abs diff final loss |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
-  print(f"| {args.preset} | {args.compaction} | {len(srcs)} | {min(steps)}-{max(steps)} | "
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  print(f"| {args.preset} | {args.layout} | {args.compaction} | {len(srcs)} | {min(steps)}-{max(steps)} | "
         f"{seq_s:.1f} | {sw_s:.1f} | {seq_s / sw_s:.2f}x | "
         f"{tokens / seq_s:,.0f} | {tokens / sw_s:,.0f} | "
         f"{compile_seq:.1f} / {compile_sw:.1f} | {diff:.1e} |")

@@ -6,6 +6,7 @@ peak is a measured float32 matmul rate of this machine (a jitted 2048^3 matmul),
 so MFU here means "fraction of what XLA's matmul reaches on these cores".
 
 Usage: python bench/bench_train.py [--steps 5] [--only tiny|gpt2_small]
+  [--steps_per_call 1,2,4,10]
 """
 
 from __future__ import annotations
@@ -40,31 +41,49 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
 
 
 def bench(name: str, model_cfg, seq_len: int, batch: int, vocab: int,
-          steps: int, peak: float) -> dict:
+          steps: int, peak: float, steps_per_call: int | None = None) -> dict:
+  """Tokens/s of the trainer's compiled training calls (after compilation).
+
+  ``steps_per_call`` (default: the config's ``train.steps_per_call``, at
+  most ``steps``) steps run per call, as ``train_run`` runs them; ``steps`` is
+  rounded up to whole calls. Batches are placed on the device before timing.
+  """
   c = config_lib.base_config()
   c.model.update(dict(model_cfg))
   c.model.max_len = max(c.model.max_len, seq_len)
   c.train.update(seq_len=seq_len, global_batch_size=batch, eval_batch_size=batch)
+  c.train.steps_per_call = min(
+      steps, steps_per_call if steps_per_call else c.train.steps_per_call)
   mesh = sharding.make_mesh([1, 1, 1], jax.devices()[:1])
   t0 = time.perf_counter()
   compiled = trainer.get_compiled(c, vocab, mesh)
-  state = trainer.init_state(compiled, 0, steps + 1)
-  batches = SyntheticBatches(steps + 1, batch, seq_len, vocab, seed=0)
+  k = compiled.steps_per_call
+  calls = max(1, -(-steps // k))
+  state = trainer.init_state(compiled, 0, (calls + 1) * k)
+  batches = SyntheticBatches((calls + 1) * k, batch, seq_len, vocab, seed=0)
   with jax.set_mesh(mesh):
-    data = [sharding.put_batch(batches.batch(s), mesh) for s in range(steps + 1)]
-    state, m = compiled.train_step(state, data[0])
+    if k == 1:
+      data = [sharding.put_batch(batches.batch(s), mesh)
+              for s in range(calls + 1)]
+      run = compiled.train_step
+    else:
+      data = [sharding.put_stacked_batch(
+          [batches.batch(i * k + j) for j in range(k)], mesh)
+              for i in range(calls + 1)]
+      run = lambda st, b: compiled.train_steps(st, b, np.int32(10 ** 9))  # pylint: disable=unnecessary-lambda-assignment
+    state, m = run(state, data[0])
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
     t = time.perf_counter()
-    for s in range(1, steps + 1):
-      state, m = compiled.train_step(state, data[s])
+    for i in range(1, calls + 1):
+      state, m = run(state, data[i])
     jax.block_until_ready((state, m))
-    dt = (time.perf_counter() - t) / steps
+    dt = (time.perf_counter() - t) / (calls * k)
   n = models.count_params(c.model, vocab)
   tokens = batch * seq_len
   flops = (6 * n + 12 * c.model.num_layers * c.model.d_model * seq_len) * tokens
   return {"config": name, "params": n, "seq": seq_len, "batch": batch,
-          "step_s": dt, "tokens_per_s": tokens / dt,
+          "steps_per_call": k, "step_s": dt, "tokens_per_s": tokens / dt,
           "model_tflops": flops / dt / 1e12, "mfu": flops / dt / peak,
           "compile_s": compile_s}
 
@@ -73,7 +92,11 @@ def main() -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--only", default="")
+  p.add_argument("--steps_per_call", default="",
+                 help="comma-separated values, one row each (default: the "
+                 "config's train.steps_per_call)")
   args = p.parse_args()
+  per_call = [int(v) for v in args.steps_per_call.split(",") if v] or [None]
   print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
   print(f"machine: {platform.node()} {platform.machine()} {platform.processor()}"
         f" cpus={os.cpu_count()} jax={jax.__version__} "
@@ -82,16 +105,17 @@ def main() -> None:
   print(f"measured fp32 matmul peak (2048^3, jit): {peak / 1e9:.1f} GFLOP/s")
   runs = [("tiny", models.preset("gpt2_tiny"), 128, 16, 512),
           ("gpt2_small", models.preset("gpt2_small", dropout=0.0), 512, 2, 50257)]
-  rows = [bench(name, cfg, seq, bs, vocab, args.steps, peak)
+  rows = [bench(name, cfg, seq, bs, vocab, args.steps, peak, k)
           for name, cfg, seq, bs, vocab in runs
-          if not args.only or args.only == name]
+          if not args.only or args.only == name for k in per_call]
   print()
-  print("| config | params | seq x batch | step (s) | tokens/s | model TFLOP/s "
-        "| MFU | compile+first step (s) |")
-  print("|---|---|---|---|---|---|---|---|")
+  print("| config | params | seq x batch | steps/call | step (s) | tokens/s | "
+        "model TFLOP/s | MFU | compile+first call (s) |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['config']} | {r['params'] / 1e6:.1f}M | {r['seq']} x "
-          f"{r['batch']} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
+          f"{r['batch']} | {r['steps_per_call']} | {r['step_s']:.3f} | "
+          f"{r['tokens_per_s']:,.0f} | "
           f"{r['model_tflops']:.4f} | {100 * r['mfu']:.1f}% | "
           f"{r['compile_s']:.1f} |")
 

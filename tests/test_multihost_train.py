@@ -6,7 +6,7 @@ an orbax checkpoint mid-run, a mid-run eval and a final eval whose held-out
 sets span several eval batches. Losses, eval curves and the final parameters
 (restored from the checkpoint every host wrote) must agree to float
 tolerance, and process 1 must not duplicate process 0's logs in the shared
-run directory.
+run directory. ``distributed.agree`` gives every process process 0's choice.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ CHILD = textwrap.dedent("""
 
   assert jax.process_count() == nproc and jax.device_count() == 4
   assert jax.local_device_count() == 4 // nproc
+  # A locally measured choice becomes process 0's everywhere.
+  assert dist.agree(pid == 0) is True and dist.agree(pid != 0) is False
 
   c = micro.get_config()
   c.model.num_layers = 2
@@ -227,3 +229,10 @@ def test_process_1_writes_no_logs(groups) -> None:
   assert len(events) == 1, events
   assert (run / "result.json").exists()
   assert not list(run.glob(".result.json.tmp-*"))
+
+
+def test_process_1_prints_no_progress(groups) -> None:
+  _, (out0, out1), _ = groups
+  progress = f"step {NUM_STEPS}/{NUM_STEPS}"
+  assert progress in out0 and "eval step" in out0
+  assert progress not in out1 and "eval step" not in out1, out1[-2000:]

@@ -96,8 +96,8 @@ def test_second_run_reuses_everything(study):
 def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
   workdir, _ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
-             "--config.train.swarm=on")
-  assert out.count("training 7 runs as one program") == 2
+             "--config.train.swarm=vmap")
+  assert out.count("training 7 runs as one program (vmap)") == 2
   for k in (0, 1):
     # Every run's per-domain metric matches the one-by-one study to float
     # tolerance; the fitted weights then agree closely (the 3-point fit
@@ -123,7 +123,7 @@ def test_execution_only_settings_keep_runs(study):
              "--config.train.log_every_steps=3",
              "--config.train.checkpoint_every_steps=7",
              "--config.train.eval_batch_size=4", "--config.model.remat=True",
-             "--config.train.swarm=on")
+             "--config.train.swarm=scan")
   assert ": training " not in out and "stale" not in out
   assert out.count("already done") == 2 * (2 * len(DOMAINS) + 1)
 
@@ -144,8 +144,9 @@ def test_bert_ddo_through_the_cli(tmp_path):
              "--config.project.target_tokens=16384.")
   assert len(re.findall(r": training b\d_", out)) == 2 * len(DOMAINS) + 1
   # train.swarm="auto" (the default) measured both ways and said which won.
-  assert re.search(r"one step of 7 runs as one program [\d.,]+ ms vs 7 x "
-                   r"[\d.,]+ ms one by one \([\d.]+x\): (swarm|one by one)",
+  assert re.search(r"one step of 7 runs: 7 x [\d.,]+ ms one by one, [\d.,]+ "
+                   r"ms as one vmap program, [\d.,]+ ms as one scan program "
+                   r"\([\d.]+x\): (swarm \((vmap|scan)\)|one by one)",
                    out), out[-2000:]
   mixture = _json(tmp_path / "ddo" / "budget_0" / "mixture.json")
   assert set(mixture["weights"]) == set(DOMAINS)

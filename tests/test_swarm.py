@@ -166,15 +166,39 @@ def test_compaction_pays(size, live, left, step_s, compile_s, pays):
   assert swarm.compaction_pays(size, live, left, step_s, compile_s) is pays
 
 
-def test_bad_compaction_value_is_named(tmp_path):
-  with pytest.raises(ValueError, match="compaction='sometimes' is invalid"):
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(compaction="sometimes"), "compaction='sometimes' is invalid"),
+    (dict(layout="pmap"), "layout='pmap' is invalid"),
+])
+def test_bad_swarm_option_is_named(tmp_path, kwargs, words):
+  with pytest.raises(ValueError, match=words):
     swarm.train_swarm(_config(), _sources(), _evals(),
                       [tmp_path / f"x{i}" for i in range(3)], vocab_size=V,
-                      compaction="sometimes")
+                      **kwargs)
 
 
-def test_calibrate_times_both_programs():
+def test_calibrate_times_one_by_one_and_both_layouts():
   m = swarm.calibrate(_config(), V, _sources(), steps=2)
   assert m["runs"] == 3
-  assert m["single_s"] > 0 and m["swarm_s"] > 0
+  assert min(m["single_s"], m["vmap_s"], m["scan_s"]) > 0
+  assert m["swarm_s"] == m[f"{m['layout']}_s"] == min(m["vmap_s"], m["scan_s"])
   assert m["speedup"] == pytest.approx(3 * m["single_s"] / m["swarm_s"])
+
+
+def test_scan_layout_equals_sequential(tmp_path, sequential):
+  """Members one after another in one program; finished ones are skipped."""
+  c, evals = _config(), _evals()
+  root, seq = sequential
+  got = swarm.train_swarm(c, _sources(), evals,
+                          [tmp_path / f"s{i}" for i in range(3)], vocab_size=V,
+                          swarm_dir=tmp_path / "swarm", layout="scan")
+  for a, b in zip(got, seq):
+    _assert_results_close(a, b)
+  stacked = _restore_flat(tmp_path / "swarm" / "checkpoints", max(STEPS))
+  np.testing.assert_array_equal(stacked["step"], STEPS)  # no compaction
+  for i, n in enumerate(STEPS):
+    single = _restore_flat(root / f"seq{i}" / "checkpoints", n)
+    for name, v in single.items():
+      atol = 2e-5 if name.endswith("key_bias") else 1e-6
+      np.testing.assert_allclose(stacked[name][i], v, rtol=1e-5, atol=atol,
+                                 err_msg=f"run {i} {name}")

@@ -135,11 +135,12 @@ def test_train_run_contract_cache_and_finished_run(tmp_path, capsys):
 
   # A second run of the same shapes (different length) does not recompile.
   compiled = trainer.get_compiled(c, V)
-  n_train = compiled.train_step._cache_size()  # pylint: disable=protected-access
+  n_train = compiled.train_steps._cache_size()  # pylint: disable=protected-access
   n_eval = compiled.eval_step._cache_size()  # pylint: disable=protected-access
   r2 = trainer.train_run(c, SyntheticBatches(2, B, L, V, seed=4), evals,
                          tmp_path / "r2", vocab_size=V)
-  assert compiled.train_step._cache_size() == n_train  # pylint: disable=protected-access
+  assert n_train == 1
+  assert compiled.train_steps._cache_size() == n_train  # pylint: disable=protected-access
   assert compiled.eval_step._cache_size() == n_eval  # pylint: disable=protected-access
   assert r2["steps"] == 2 and [p["step"] for p in r2["curve"]] == [2]
 
@@ -174,3 +175,48 @@ def test_bert_bf16_remat_dropout_train_step_runs_sharded():
   m = trainer.evaluate(compiled, trainer.init_state(compiled, 0, 2)["params"],
                        {"a": batches.eval_set(3)}, B)
   assert np.isfinite(m["aggregate"]["loss"])
+
+
+def test_keep_jsonl_upto_drops_steps_a_crash_left_behind(tmp_path):
+  path = trainer.epath.Path(tmp_path / "metrics.jsonl")
+  path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n"
+                          for s in (2, 4, 6, 8)))
+  assert [r["step"] for r in trainer.keep_jsonl_upto(path, 4)] == [2, 4]
+  assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [2, 4]
+  before = path.stat().mtime
+  trainer.keep_jsonl_upto(path, 4)  # nothing to drop: file left as is
+  assert path.stat().mtime == before
+  assert trainer.keep_jsonl_upto(trainer.epath.Path(tmp_path / "none"), 3) == []
+
+
+def test_steps_per_call_trains_the_same_run(tmp_path):
+  """1, 3 and 10 steps per compiled call: same losses, evals and parameters.
+
+  Calls end at every log (5), eval (4) and checkpoint (6) step, so the chunks
+  of a 13-step run are uneven and the last call of each is partly unused.
+  """
+  runs = {}
+  for per_call in (1, 3, 10):
+    c = _config()
+    c.train.update(steps_per_call=per_call, log_every_steps=5,
+                   checkpoint_every_steps=6)
+    batches = SyntheticBatches(13, B, L, V, seed=9, pad_final=True)
+    r = trainer.train_run(c, batches, {"a": batches.eval_set(6)},
+                          tmp_path / f"k{per_call}", vocab_size=V,
+                          eval_every_steps=4)
+    lines = (tmp_path / f"k{per_call}" / "metrics.jsonl").read_text()
+    runs[per_call] = (r, [json.loads(x) for x in lines.splitlines()])
+  ref, ref_log = runs[1]
+  assert [m["step"] for m in ref_log] == [5, 10, 13]
+  assert [p["step"] for p in ref["curve"]] == [4, 8, 12, 13]
+  for per_call in (3, 10):
+    r, log = runs[per_call]
+    assert [m["step"] for m in log] == [m["step"] for m in ref_log]
+    for a, b in zip(log, ref_log):
+      assert a["tokens"] == b["tokens"]
+      np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+      np.testing.assert_allclose(a["lr"], b["lr"], rtol=1e-6)
+    assert [p["step"] for p in r["curve"]] == [p["step"] for p in ref["curve"]]
+    for a, b in zip(r["curve"], ref["curve"]):
+      np.testing.assert_allclose(a["aggregate"]["loss"], b["aggregate"]["loss"],
+                                 rtol=1e-5)

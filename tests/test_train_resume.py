@@ -84,3 +84,5 @@ def test_resume_after_sigkill_equals_unbroken(tmp_path):
   la = [json.loads(x) for x in (broken / "metrics.jsonl").read_text().splitlines()]
   lb = [json.loads(x) for x in (unbroken / "metrics.jsonl").read_text().splitlines()]
   assert la[-1]["loss"] == lb[-1]["loss"]
+  # The steps logged before the kill and past checkpoint 4 are not repeated.
+  assert [r["step"] for r in la] == [r["step"] for r in lb]

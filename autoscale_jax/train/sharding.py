@@ -109,6 +109,19 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
       batch_sharding(mesh, np.ndim(v)), np.asarray(v)) for k, v in batch.items()}
 
 
+def stacked_batch_sharding(mesh: Mesh, ndim: int = 3) -> NamedSharding:
+  """Stacked batches ``[S, B, ...]`` (S steps or runs): the batch axis sharded."""
+  return NamedSharding(mesh, P(None, BATCH_AXES, *([None] * (ndim - 2))))
+
+
+def put_stacked_batch(batches: Sequence[Mapping[str, np.ndarray]], mesh: Mesh
+                      ) -> dict[str, jax.Array]:
+  """Stacks S process-local batches ``[b, ...]`` into global ``[S, B, ...]``."""
+  return {k: jax.make_array_from_process_local_data(
+      stacked_batch_sharding(mesh, np.ndim(batches[0][k]) + 1),
+      np.stack([np.asarray(b[k]) for b in batches])) for k in batches[0]}
+
+
 def put_global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh
                      ) -> dict[str, jax.Array]:
   """Places a batch that every process holds in full (an eval chunk).

@@ -1,17 +1,22 @@
-"""Proxy swarm: K runs of one architecture trained as ONE vmapped program.
+"""Proxy swarm: K runs of one architecture trained as ONE jitted program.
 
 The K train states (``trainer`` layout: ``params``, ``opt_state``, ``step``,
 ``num_steps``, ``rng``) are stacked on a leading run axis ``K`` and the
-trainer's own pure ``train_step`` is ``jax.vmap``-ed over it and jitted once
-(cached per compiled bundle). Each member keeps its own data (its batch source
+trainer's own pure ``train_step`` is mapped over it (``jax.vmap`` or
+``jax.lax.map``) and jitted once per layout and stack size (cached). Each member keeps its own data (its batch source
 is read at its own step), its own schedule length (``num_steps`` is a traced
 per-member value read by the LR schedule) and its own RNG (its ``rng``, from
 its seed). Evaluation reuses ``trainer.evaluate`` on the member's un-stacked
 params, so a member's result is the one ``train_run`` gives (to float
 tolerance: the batched matmuls of the vmapped step may round differently).
 
+Layouts: ``vmap`` batches the K steps (``jax.vmap``); ``scan`` runs them one
+after another inside the one program (``jax.lax.map``). Which is faster
+depends on the device: ``calibrate`` times both.
+
 Drop-out of finished members: a member is *active* while ``step < num_steps``
-(and it has not diverged); the vmapped step selects the old state for inactive
+(and it has not diverged). In ``scan`` an inactive member's step is skipped
+(``lax.cond``); in ``vmap`` the step selects the old state for inactive
 members with ``jnp.where``, so a finished member's state stops changing.
 Finished (or diverged) members can leave the program: the stack is re-gathered
 without them and the step is compiled for the smaller stack size (cached per
@@ -21,9 +26,10 @@ costed with the measured step time, outweigh the measured compile time);
 otherwise finished members stay in the stack, masked, fed their last batch.
 
 Checkpointing: the stacked state is saved with orbax in ``swarm_dir`` every
-``train.checkpoint_every_steps`` swarm steps (with the members it holds at that
-step) and restored on the next call, so an interrupted swarm resumes exactly (members that had
-already written ``result.json`` stay frozen); the final stacked state is
+``train.checkpoint_every_steps`` swarm steps (with the members it holds at
+that step) and restored on the next call, so an interrupted swarm resumes
+exactly (members that had already written ``result.json`` stay frozen or
+gone); the final stacked state is
 saved too (step ``max_k num_steps_k``). Each finished member writes its
 ``result.json``, ``metrics.jsonl`` and ``curve.jsonl`` in its own workdir as
 ``train_run`` does; per-member train checkpoints are not written.
@@ -31,6 +37,7 @@ saved too (step ``max_k num_steps_k``). Each finished member writes its
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
@@ -47,14 +54,15 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from autoscale_jax import distributed
 from autoscale_jax.fileio import atomic_write_json
 from autoscale_jax.train import metrics as metrics_lib
 from autoscale_jax.train import optim, sharding, trainer
 
 State = dict[str, Any]
-_SWARM_CACHE: dict[int, tuple[Any, Callable]] = {}
-# (id of the compiled bundle, stack size) -> (executable, compile seconds).
-_EXEC_CACHE: dict[tuple[int, int], tuple[Callable, float]] = {}
+_SWARM_CACHE: dict[tuple[int, str], tuple[Any, Callable]] = {}
+# (id of the compiled bundle, layout, stack size) -> (executable, compile s).
+_EXEC_CACHE: dict[tuple[int, str, int], tuple[Callable, float]] = {}
 
 
 def _stacked_shardings(compiled: trainer.Compiled) -> Any:
@@ -65,10 +73,25 @@ def _stacked_shardings(compiled: trainer.Compiled) -> Any:
   return dict(sh, alive=NamedSharding(compiled.mesh, P(None)))
 
 
-def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled
+LAYOUTS = ("vmap", "scan")
+
+
+def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled,
+                   layout: str = "vmap"
                    ) -> tuple[Any, Callable[[State, dict], tuple[State, dict]]]:
-  """``(stacked shardings, jitted swarm_step(state_K, batch_K))`` (cached)."""
-  key = id(compiled)
+  """``(stacked shardings, jitted swarm_step(state_K, batch_K))`` (cached).
+
+  ``layout="vmap"``: the K members' steps are batched (``jax.vmap``); members
+  that finished are computed and masked. ``layout="scan"``: one program runs
+  the members' steps one after another (``jax.lax.map``), each skipping its
+  step with ``lax.cond`` once it finished; smaller working sets, no masked
+  work (the faster layout on CPUs, where batched small matmuls fall out of
+  cache; see docs/benchmarks.md).
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r} is invalid: allowed: "
+                     + ", ".join(LAYOUTS))
+  key = (id(compiled), layout)
   if key in _SWARM_CACHE:
     return _SWARM_CACHE[key]
   _, abs_state = trainer.abstract_params(config.model, vocab_size)
@@ -77,16 +100,31 @@ def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled
       compiled.graphdef, tx, config.train,
       dropout=float(config.model.dropout) > 0)
 
-  def member_step(state: State, batch: dict) -> tuple[State, dict]:
+  def masked_step(state: State, batch: dict) -> tuple[State, dict]:
     active = state["alive"] & (state["step"] < state["num_steps"])
     new, metrics = step_fn(state, batch)
     new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
     return new, dict(metrics, active=active)
 
+  def skipping_step(state: State, batch: dict) -> tuple[State, dict]:
+    active = state["alive"] & (state["step"] < state["num_steps"])
+    shapes = jax.eval_shape(step_fn, state, batch)[1]
+
+    def skip(state, batch):
+      del batch
+      return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    new, metrics = jax.lax.cond(active, step_fn, skip, state, batch)
+    return new, dict(metrics, active=active)
+
+  if layout == "vmap":
+    stacked_fn = jax.vmap(masked_step)
+  else:
+    stacked_fn = lambda st, b: jax.lax.map(lambda a: skipping_step(*a), (st, b))
   stacked_sh = _stacked_shardings(compiled)
   mesh = compiled.mesh
-  batch_sh = NamedSharding(mesh, P(None, sharding.BATCH_AXES, None))
-  swarm_step = jax.jit(jax.vmap(member_step),
+  batch_sh = sharding.stacked_batch_sharding(mesh)
+  swarm_step = jax.jit(stacked_fn,
                        in_shardings=(stacked_sh, batch_sh),
                        out_shardings=(stacked_sh, NamedSharding(mesh, P())),
                        donate_argnums=0)
@@ -97,15 +135,9 @@ def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled
 def _put_stacked_batch(local_K: Sequence[Mapping[str, np.ndarray]],
                        mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """Stacks K process-local batches ``[b, L]`` into global ``[K, B, L]``."""
-  out = {}
-  for k in local_K[0]:
-    if k not in trainer.BATCH_KEYS:
-      continue
-    arr = np.stack([b[k] for b in local_K])
-    sh = NamedSharding(mesh, P(None, sharding.BATCH_AXES,
-                               *([None] * (arr.ndim - 2))))
-    out[k] = jax.make_array_from_process_local_data(sh, arr)
-  return out
+  return sharding.put_stacked_batch(
+      [{k: v for k, v in b.items() if k in trainer.BATCH_KEYS} for b in local_K],
+      mesh)
 
 
 def _member(tree: Any, k: int) -> Any:
@@ -130,27 +162,38 @@ def _load_finished(path: epath.Path, num_steps: int) -> dict | None:
   return result
 
 
+def _executable(compiled: trainer.Compiled, layout: str, swarm_step: Any,
+                state: State, batch: dict) -> tuple[Callable, float]:
+  """The swarm step compiled for ``state``'s stack size (cached), + compile s."""
+  key = (id(compiled), layout, int(state["alive"].shape[0]))
+  if key not in _EXEC_CACHE:
+    t = time.perf_counter()
+    fn = swarm_step.lower(state, batch).compile()
+    _EXEC_CACHE[key] = (fn, time.perf_counter() - t)
+  return _EXEC_CACHE[key]
+
+
 def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
-              steps: int = 3) -> dict[str, float]:
+              steps: int = 3) -> dict[str, Any]:
   """Measured time of one training step: one run alone vs all K as one program.
 
-  Both programs are compiled first (the single-run step is the one
-  ``train_run`` uses anyway; the swarm step is cached for ``train_swarm``),
-  then each runs ``steps`` steps on the first run's first batch from a
-  throw-away initial state, best step time kept.
+  Each program is compiled first (the single-run program is the one
+  ``train_run`` uses anyway, ``train.steps_per_call`` steps per call; the
+  swarm steps are cached for ``train_swarm``), then runs ``steps`` calls on
+  the first run's first batch from a throw-away initial state; the best time
+  per optimizer step is kept. Both swarm layouts are timed.
 
   Returns:
-    ``{"runs": K, "single_s": ..., "swarm_s": ..., "speedup": K * single /
-    swarm, "compile_s": ...}`` (``compile_s``: the swarm compilation).
+    ``{"runs": K, "single_s": s, "vmap_s": s, "scan_s": s, "layout": the
+    faster layout, "swarm_s": its time, "speedup": K * single_s / swarm_s}``.
   """
   compiled = trainer.get_compiled(config, vocab_size)
   mesh = compiled.mesh
-  stacked_sh, swarm_step = get_swarm_step(config, vocab_size, compiled)
   num = len(batches_list)
   local = batches_list[0].batch(0, shard=jax.process_index(),
                                 num_shards=jax.process_count())
 
-  def best(fn, state, batch) -> tuple[float, Any]:
+  def best(fn, state, batch) -> float:
     state, m = fn(state, batch)  # compiled or warm by now
     jax.block_until_ready(m)
     times = []
@@ -159,25 +202,37 @@ def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
       state, m = fn(state, batch)
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t)
-    return min(times), state
+    return min(times)
 
+  steps_fns = {layout: get_swarm_step(config, vocab_size, compiled, layout)
+               for layout in LAYOUTS}  # outside the mesh context (abstract init)
+  out: dict[str, Any] = {"runs": num}
   with jax.set_mesh(mesh):
-    single = trainer.init_state(compiled, int(config.seed), steps + 2)
-    single_s, _ = best(compiled.train_step, single,
-                       sharding.put_batch(local, mesh))
-    stack = jax.device_put(
-        _init_stack(compiled, [int(config.seed)] * num, list(range(num)),
-                    [steps + 2] * num), stacked_sh)
+    # One run as ``train_run`` trains it: ``steps_per_call`` steps per call.
+    per_call = compiled.steps_per_call
+    single = trainer.init_state(compiled, int(config.seed), 10 ** 6)
+    if per_call == 1:
+      out["single_s"] = best(compiled.train_step, single,
+                             sharding.put_batch(local, mesh))
+    else:
+      stacked = sharding.put_stacked_batch(
+          [{k: v for k, v in local.items() if k in trainer.BATCH_KEYS}]
+          * per_call, mesh)
+      out["single_s"] = best(
+          lambda st, b: compiled.train_steps(st, b, np.int32(10 ** 6)),
+          single, stacked) / per_call
     batch_K = _put_stacked_batch([local] * num, mesh)
-    key = (id(compiled), num)
-    if key not in _EXEC_CACHE:
-      t = time.perf_counter()
-      fn = swarm_step.lower(stack, batch_K).compile()
-      _EXEC_CACHE[key] = (fn, time.perf_counter() - t)
-    fn, compile_s = _EXEC_CACHE[key]
-    swarm_s, _ = best(fn, stack, batch_K)
-  return {"runs": num, "single_s": single_s, "swarm_s": swarm_s,
-          "speedup": num * single_s / swarm_s, "compile_s": compile_s}
+    for layout in LAYOUTS:
+      stacked_sh, swarm_step = steps_fns[layout]
+      stack = jax.device_put(
+          _init_stack(compiled, [int(config.seed)] * num, list(range(num)),
+                      [steps + 2] * num), stacked_sh)
+      fn, _ = _executable(compiled, layout, swarm_step, stack, batch_K)
+      out[f"{layout}_s"] = best(fn, stack, batch_K)
+  out["layout"] = min(LAYOUTS, key=lambda l: out[f"{l}_s"])
+  out["swarm_s"] = out[f"{out['layout']}_s"]
+  out["speedup"] = num * out["single_s"] / out["swarm_s"]
+  return out
 
 
 def _take(state: State, positions: Sequence[int], shardings: Any) -> State:
@@ -207,7 +262,7 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
                 progress_label: str = "", seeds: Sequence[int] | None = None,
                 eval_every_steps: int = 0,
                 swarm_dir: str | os.PathLike | None = None,
-                compaction: str = "auto") -> list[dict]:
+                layout: str = "vmap", compaction: str = "auto") -> list[dict]:
   """Trains ``len(batches_list)`` runs as one vmapped program; resumes.
 
   Args:
@@ -224,9 +279,12 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
       config's ``train.eval_every_steps``; both 0: only at its end).
     swarm_dir: where the stacked checkpoints go (default
       ``default_swarm_dir(workdirs)``).
+    layout: ``"vmap"`` (members batched) or ``"scan"`` (members one after
+      another in one program, finished ones skipped); see ``get_swarm_step``.
     compaction: when finished (or diverged) members leave the stack:
       ``"auto"`` when the saved member-steps outweigh a recompilation
-      (``compaction_pays``, with the measured step and compile times),
+      (``compaction_pays``, with the measured step and compile times; never
+      for ``"scan"``, where finished members cost nothing),
       ``"always"`` at every finish, ``"never"`` (they stay, masked).
 
   Returns:
@@ -237,6 +295,9 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
     trainer.TrainingDiverged: after every other member finished, naming the
       members whose loss became NaN/Inf (they write no result).
   """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r} is invalid: allowed: "
+                     + ", ".join(LAYOUTS))
   if compaction not in ("auto", "always", "never"):
     raise ValueError(f"compaction={compaction!r} is invalid: allowed: auto, "
                      "always, never")
@@ -260,9 +321,11 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
     print(f"{label}all {num_runs} runs already finished", flush=True)
     return results  # type: ignore[return-value]
 
+  say = distributed.primary_only(print)  # progress lines: process 0 only
   compiled = trainer.get_compiled(config, vocab_size)
   mesh = compiled.mesh
-  stacked_sh, swarm_step = get_swarm_step(config, vocab_size, compiled)
+  stacked_sh, swarm_step = get_swarm_step(config, vocab_size, compiled,
+                                          layout)
   every = int(eval_every_steps or config.train.get("eval_every_steps", 0) or 0)
   ckpt_every = int(config.train.checkpoint_every_steps)
   log_every = max(1, int(config.train.log_every_steps))
@@ -317,8 +380,8 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
         alive = np.asarray([results[k] is None for k in members])
         state["alive"] = jax.device_put(
             jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
-        print(f"{label}swarm resumed from step {start}/{max_steps} "
-              f"({len(members)} runs)", flush=True)
+        say(f"{label}swarm resumed from step {start}/{max_steps} "
+            f"({len(members)} runs)", flush=True)
       else:
         start = 0
         tokens = {k: 0.0 for k in members}
@@ -326,13 +389,18 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
                                stacked_sh)
       curves = {k: [c for c in trainer._read_jsonl(dirs[k] / "curve.jsonl")  # pylint: disable=protected-access
                     if c["step"] <= min(start, steps_all[k])] for k in members}
-      print(f"{label}swarm of {len(members)} runs, "
-            f"{min(steps_all[k] for k in members)}-{max_steps} steps, one "
-            "program", flush=True)
+      if jax.process_index() == 0:
+        for k in members:
+          for name in ("metrics.jsonl", "curve.jsonl"):
+            trainer.keep_jsonl_upto(dirs[k] / name, min(start, steps_all[k]))
+      say(f"{label}swarm of {len(members)} runs, "
+          f"{min(steps_all[k] for k in members)}-{max_steps} steps, one "
+          "program", flush=True)
 
       last_local: dict[int, dict] = {}
       pending: list[tuple[int, dict, list[int]]] = []
-      step_s = 0.0  # latest measured wall time of one swarm step
+      step_s = 0.0  # measured wall time of one step of the current stack
+      timed: dict[int, int] = collections.defaultdict(int)
 
       def live() -> list[int]:
         return [k for k in members if results[k] is None and k not in diverged]
@@ -355,8 +423,8 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
             loss = float(loss_K[stack.index(k)])
             diverged[k] = (f"{dirs[k]}: loss is {loss} at step {s} of "
                            f"{steps_all[k]}")
-            print(f"{label}{diverged[k]}; dropping it from the swarm",
-                  flush=True)
+            say(f"{label}{diverged[k]}; dropping it from the swarm",
+                flush=True)
           if bad:
             set_alive()
 
@@ -383,17 +451,8 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
         atomic_write_json(dirs[k] / "result.json", result)
         results[k] = result
         agg = final["aggregate"]
-        print(f"{label}run {dirs[k].name} done at step {steps_all[k]}: loss "
-              f"{agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}", flush=True)
-
-      def executable(batch: dict) -> Callable:
-        """The compiled swarm step for the current stack size (cached)."""
-        key = (id(compiled), len(members))
-        if key not in _EXEC_CACHE:
-          t = time.perf_counter()
-          fn = swarm_step.lower(state, batch).compile()
-          _EXEC_CACHE[key] = (fn, time.perf_counter() - t)
-        return _EXEC_CACHE[key][0]
+        say(f"{label}run {dirs[k].name} done at step {steps_all[k]}: loss "
+            f"{agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}", flush=True)
 
       def maybe_compact(done: int) -> None:
         nonlocal state, members
@@ -401,13 +460,16 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
         if len(keep) == len(members) or not keep:
           return
         steps_left = max(steps_all[k] for k in keep) - done
-        compile_s = 0.0 if (id(compiled), len(keep)) in _EXEC_CACHE else max(
-            c for (bundle, _), (_, c) in _EXEC_CACHE.items()
-            if bundle == id(compiled))
-        if compaction == "never" or (
-            compaction == "auto" and not compaction_pays(
-                len(members), len(keep), steps_left, step_s, compile_s)):
+        if compaction == "never" or (compaction == "auto" and
+                                     layout == "scan"):
           return
+        compile_s = max(c for (bundle, lay, _), (_, c) in _EXEC_CACHE.items()
+                        if bundle == id(compiled) and lay == layout)
+        if (id(compiled), layout, len(keep)) in _EXEC_CACHE:
+          compile_s = 0.0
+        if compaction == "auto" and not distributed.agree(compaction_pays(
+            len(members), len(keep), steps_left, step_s, compile_s)):
+          return  # (timings are local: every process takes process 0's call)
         check(done)  # pending metrics refer to the old stack
         keep = live()
         if not keep:
@@ -415,8 +477,8 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
         positions = [members.index(k) for k in keep]
         state = _take(state, positions, stacked_sh)
         members = keep
-        print(f"{label}swarm step {done}: {len(keep)} runs left in the "
-              "program", flush=True)
+        say(f"{label}swarm step {done}: {len(keep)} runs left in the "
+            "program", flush=True)
 
       t0 = time.time()
       t_log, s_log = t0, start
@@ -434,13 +496,18 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
                 num_shards=jax.process_count())
           local_K.append(last_local[k])
         batch = _put_stacked_batch(local_K, mesh)
-        fn = executable(batch)
+        fn, _ = _executable(compiled, layout, swarm_step, state, batch)
         t_step = time.perf_counter()
         state, metrics = fn(state, batch)
+        if timed[len(members)] < 2:
+          # Step time of this stack size (the 2nd step: the 1st may include
+          # one-off work); blocking only here keeps the rest asynchronous.
+          jax.block_until_ready(metrics)
+          step_s = time.perf_counter() - t_step
+          timed[len(members)] += 1
         done = s + 1
         pending.append((done, metrics, list(members)))
         check(done - 1)
-        step_s = time.perf_counter() - t_step
         ended = [k for k in members if steps_all[k] == done
                  and results[k] is None]
         if ended or done % log_every == 0 or done == max_steps:
@@ -465,10 +532,10 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
             with (dirs[k] / "metrics.jsonl").open("a") as f:
               f.write(json.dumps(record) + "\n")
           losses = [float(m["loss"][i]) for i in range(len(members)) if act[i]]
-          print(f"{label}swarm step {done}/{max_steps}: {int(n_act)}/"
-                f"{len(members)} active, mean loss "
-                f"{np.mean(losses) if losses else float('nan'):.4f}"
-                f", tok/s {tps:,.0f} (all runs)", flush=True)
+          say(f"{label}swarm step {done}/{max_steps}: {int(n_act)}/"
+              f"{len(members)} active, mean loss "
+              f"{np.mean(losses) if losses else float('nan'):.4f}"
+              f", tok/s {tps:,.0f} (all runs)", flush=True)
           t_log, s_log = now, done
         for k in members:
           if results[k] is not None or k in diverged:

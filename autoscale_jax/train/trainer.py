@@ -29,8 +29,8 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from autoscale_jax import models
-from autoscale_jax.fileio import atomic_write_json
+from autoscale_jax import distributed, models
+from autoscale_jax.fileio import atomic_write_json, atomic_write_text
 from autoscale_jax.train import metrics as metrics_lib
 from autoscale_jax.train import optim, sharding
 
@@ -118,6 +118,37 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   return train_step
 
 
+def make_multi_step(train_step: Callable[[State, dict], tuple[State, dict]],
+                    ) -> Callable[[State, dict, jax.Array], tuple[State, dict]]:
+  """``train_steps(state, batches_S, end) -> (state, metrics_S)``: S steps in one call.
+
+  ``batches_S`` stacks S batches on a leading axis; slot i runs ``train_step``
+  only while ``state["step"] < end`` (``lax.cond``), so one compiled program
+  serves chunks of any length up to S (unused slots hold any valid batch and
+  cost nothing). Metrics gain a leading S axis and ``ran`` (bool per slot).
+  Running S steps per call keeps XLA's buffers and the host loop out of the
+  step time (docs/benchmarks.md: about 1.35x at the tiny shape on a CPU).
+  """
+
+  def train_steps(state: State, batches: dict, end: jax.Array
+                  ) -> tuple[State, dict]:
+    first = jax.tree.map(lambda x: x[0], batches)
+    shapes = jax.eval_shape(train_step, state, first)[1]
+
+    def skip(state, batch):
+      del batch
+      return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(state, batch):
+      ran = state["step"] < end
+      state, metrics = jax.lax.cond(ran, train_step, skip, state, batch)
+      return state, dict(metrics, ran=ran)
+
+    return jax.lax.scan(body, state, batches)
+
+  return train_steps
+
+
 def make_eval_step(graphdef: nnx.GraphDef
                    ) -> Callable[[Any, dict], tuple[jax.Array, jax.Array]]:
   """``eval_step(params, batch) -> (loss_sum_B, tokens_B)`` per sequence."""
@@ -145,13 +176,15 @@ class Compiled:
   batch_sharding: NamedSharding
   init: Callable[[jax.Array, jax.Array], State]
   train_step: Callable[[State, dict], tuple[State, dict]]
+  train_steps: Callable[[State, dict, jax.Array], tuple[State, dict]]
+  steps_per_call: int
   eval_step: Callable[[Any, dict], tuple[jax.Array, jax.Array]]
 
 
 _CACHE: dict[Any, Compiled] = {}
 _TRAIN_KEYS = ("seq_len", "global_batch_size", "grad_accum_steps",
                "learning_rate", "warmup_frac", "schedule", "weight_decay",
-               "clip_norm", "b1", "b2")
+               "clip_norm", "b1", "b2", "steps_per_call")
 
 
 def _cache_key(config: Any, vocab_size: int, mesh: Mesh) -> tuple:
@@ -208,15 +241,21 @@ def get_compiled(config: Any, vocab_size: int, mesh: Mesh | None = None
 
   batch_sh = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, P())
+  step_fn = make_train_step(graphdef, tx, config.train, dropout=dropout)
   compiled = Compiled(
       mesh=mesh, graphdef=graphdef, param_specs=param_specs,
       state_shardings=state_shardings, batch_sharding=batch_sh,
       init=jax.jit(init, in_shardings=(replicated, replicated),
                    out_shardings=state_shardings),
       train_step=jax.jit(
-          make_train_step(graphdef, tx, config.train, dropout=dropout),
-          in_shardings=(state_shardings, batch_sh),
+          step_fn, in_shardings=(state_shardings, batch_sh),
           out_shardings=(state_shardings, replicated), donate_argnums=0),
+      train_steps=jax.jit(
+          make_multi_step(step_fn),
+          in_shardings=(state_shardings, sharding.stacked_batch_sharding(mesh),
+                        replicated),
+          out_shardings=(state_shardings, replicated), donate_argnums=0),
+      steps_per_call=int(config.train.get("steps_per_call", 1)),
       eval_step=jax.jit(make_eval_step(graphdef),
                         in_shardings=(state_shardings["params"], batch_sh),
                         out_shardings=replicated),
@@ -338,6 +377,21 @@ def _read_jsonl(path: epath.Path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+def keep_jsonl_upto(path: epath.Path, step: int) -> list[dict]:
+  """Drops the lines of a step log past ``step`` (what a crash left behind).
+
+  A run restarted from its checkpoint at ``step`` retrains the later steps and
+  logs them again; without this, ``metrics.jsonl`` / ``curve.jsonl`` would
+  hold those steps twice. Rewrites the file atomically only when it changes;
+  returns the kept records.
+  """
+  records = _read_jsonl(path)
+  kept = [r for r in records if r["step"] <= step]
+  if len(kept) != len(records):
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+  return kept
+
+
 def _fmt_time(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -402,6 +456,7 @@ def train_run(config: Any, batches: Any,
   # Process 0 alone writes the run's files (TensorBoard events, metrics.jsonl,
   # curve.jsonl, result.json); checkpoints are written by every process.
   primary = jax.process_index() == 0
+  say = distributed.primary_only(print)  # progress lines: process 0 only
   writer = metrics_lib.create_writer(workdir, just_logging=not primary)
   metrics_path = workdir / "metrics.jsonl"
   curve_path = workdir / "curve.jsonl"
@@ -418,16 +473,21 @@ def train_run(config: Any, batches: Any,
               f"{workdir}/checkpoints is from a run of {meta['num_steps']} "
               f"steps, this run has {num_steps}; use a fresh workdir")
         tokens_done = float(meta["tokens"])
-        print(f"{label}resumed from step {start}/{num_steps}", flush=True)
+        say(f"{label}resumed from step {start}/{num_steps}", flush=True)
       else:
         start, tokens_done = 0, 0.0
         state = init_state(compiled, int(config.seed), num_steps)
       curve = [c for c in _read_jsonl(curve_path) if c["step"] <= start]
+      if primary:
+        keep_jsonl_upto(metrics_path, start)
+        keep_jsonl_upto(curve_path, start)
       if batches.padded_final_step:
-        print(f"{label}note: the last batch (step {num_steps}) is partial; its "
-              "padding carries zero weight", flush=True)
+        say(f"{label}note: the last batch (step {num_steps}) is partial; its "
+            "padding carries zero weight", flush=True)
 
-      pending: list[tuple[int, dict]] = []  # (step after update, metrics)
+      # (step after the call's last update, its metrics, updates in the call);
+      # metrics have a leading per-update axis.
+      pending: list[tuple[int, dict, int]] = []
       last_saved = start
 
       def check(upto: int) -> None:
@@ -435,13 +495,17 @@ def train_run(config: Any, batches: Any,
         # (each process holds only its rows of the batch).
         nonlocal tokens_done
         while pending and pending[0][0] <= upto:
-          s, m = pending.pop(0)
-          loss = float(m["loss"])
-          tokens_done += float(m["tokens"])
-          if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"{label}loss is {loss} at step {s} of {num_steps}; stopping. "
-                f"Last good checkpoint: step {last_saved} in {workdir}/checkpoints")
+          end, m, n = pending.pop(0)
+          loss_n, tokens_n = (np.atleast_1d(x) for x in
+                              jax.device_get((m["loss"], m["tokens"])))
+          for i in range(n):
+            loss = float(loss_n[i])
+            tokens_done += float(tokens_n[i])
+            if not math.isfinite(loss):
+              raise TrainingDiverged(
+                  f"{label}loss is {loss} at step {end - n + i + 1} of "
+                  f"{num_steps}; stopping. Last good checkpoint: step "
+                  f"{last_saved} in {workdir}/checkpoints")
 
       def run_eval(step: int) -> dict:
         res = evaluate(compiled, state["params"], eval_sets, eval_bs)
@@ -452,24 +516,38 @@ def train_run(config: Any, batches: Any,
         writer.write_scalars(step, {f"eval/{k}": v for k, v in
                                     res["aggregate"].items() if v is not None})
         agg = res["aggregate"]
-        print(f"{label}eval step {step}: loss {agg['loss']:.4f} "
-              f"ppl_seq {agg['ppl_seq']:.2f}", flush=True)
+        say(f"{label}eval step {step}: loss {agg['loss']:.4f} "
+            f"ppl_seq {agg['ppl_seq']:.2f}", flush=True)
         return point
 
       t0 = time.time()
       t_log, s_log = t0, start
-      for s in range(start, num_steps):
-        local = batches.batch(s, shard=jax.process_index(),
-                              num_shards=jax.process_count())
-        batch = sharding.put_batch(
-            {k: v for k, v in local.items() if k in BATCH_KEYS}, mesh)
-        state, metrics = compiled.train_step(state, batch)
-        done = s + 1
-        pending.append((done, metrics))
-        check(done - 1)
+      per_call = compiled.steps_per_call
+      s = start
+      while s < num_steps:
+        # One call trains up to per_call steps, ending at the next log, eval
+        # or checkpoint step so those see exactly this state.
+        done = min([num_steps, s + per_call] + [
+            (s // n + 1) * n for n in (log_every, every, ckpt_every) if n])
+        local = [{k: v for k, v in batches.batch(
+            t, shard=jax.process_index(), num_shards=jax.process_count()
+        ).items() if k in BATCH_KEYS} for t in range(s, done)]
+        if per_call == 1:
+          state, metrics = compiled.train_step(
+              state, sharding.put_batch(local[0], mesh))
+        else:  # unused slots repeat the last batch; they are skipped
+          state, metrics = compiled.train_steps(
+              state, sharding.put_stacked_batch(
+                  local + local[-1:] * (per_call - len(local)), mesh),
+              np.int32(done))
+        pending.append((done, metrics, done - s))
+        check(s)
+        s = done
         if done % log_every == 0 or done == num_steps:
           check(done)
           m = jax.device_get(metrics)
+          if per_call > 1:  # the metrics of the call's last update
+            m = jax.tree.map(lambda x: x[len(local) - 1], m)
           now = time.time()
           tps = (done - s_log) * tokens_per_step / max(now - t_log, 1e-9)
           eta = (now - t0) / max(done - start, 1) * (num_steps - done)
@@ -483,10 +561,10 @@ def train_run(config: Any, batches: Any,
               f.write(json.dumps(record) + "\n")
           filled = int(20 * done / num_steps)
           bar = "#" * filled + "." * (20 - filled)
-          print(f"{label}[{bar}] step {done}/{num_steps} "
-                f"loss {record['loss']:.4f} "
-                f"lr {record['lr']:.2e} tok/s {tps:,.0f} eta {_fmt_time(eta)}",
-                flush=True)
+          say(f"{label}[{bar}] step {done}/{num_steps} "
+              f"loss {record['loss']:.4f} "
+              f"lr {record['lr']:.2e} tok/s {tps:,.0f} eta {_fmt_time(eta)}",
+              flush=True)
           t_log, s_log = now, done
         if every and done % every == 0 and done < num_steps:
           check(done)
