@@ -56,6 +56,18 @@ def _assert_results_close(a, b):
   assert [p["step"] for p in a["curve"]] == [p["step"] for p in b["curve"]]
 
 
+def _assert_params_match_sequential(stacked, root, runs):
+  """Stack position j holds run ``runs[j]``'s final one-by-one parameters."""
+  for j, i in enumerate(runs):
+    single = _restore_flat(root / f"seq{i}" / "checkpoints", STEPS[i])
+    for name, v in single.items():
+      # key_bias has an exactly-zero true gradient (softmax is shift
+      # invariant), so both runs hold Adam-amplified rounding noise (~1e-6).
+      atol = 2e-5 if name.endswith("key_bias") else 1e-6
+      np.testing.assert_allclose(stacked[name][j], v, rtol=1e-5, atol=atol,
+                                 err_msg=f"run {i} {name}")
+
+
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
   """The 3 runs trained one by one with ``train_run`` (the reference)."""
@@ -79,14 +91,7 @@ def test_swarm_equals_sequential_and_finished_runs_freeze(tmp_path,
   stacked = _restore_flat(tmp_path / "swarm" / "checkpoints", max(STEPS))
   # Each member stopped at its own last step (5 and 8 of the swarm's 11).
   np.testing.assert_array_equal(stacked["step"], STEPS)
-  for i, n in enumerate(STEPS):
-    single = _restore_flat(root / f"seq{i}" / "checkpoints", n)
-    for name, v in single.items():
-      # key_bias has an exactly-zero true gradient (softmax is shift
-      # invariant), so both runs hold Adam-amplified rounding noise (~1e-6).
-      atol = 2e-5 if name.endswith("key_bias") else 1e-6
-      np.testing.assert_allclose(stacked[name][i], v, rtol=1e-5, atol=atol,
-                                 err_msg=f"run {i} {name}")
+  _assert_params_match_sequential(stacked, root, range(3))
   # A finished swarm returns its results without training.
   again = swarm.train_swarm(c, _sources(), evals, dirs, vocab_size=V,
                             swarm_dir=tmp_path / "swarm")
@@ -147,12 +152,7 @@ def test_finished_runs_leave_the_program(tmp_path, sequential, capsys):
   assert "swarm resumed from step 8/11 (1 runs)" in capsys.readouterr().out
   for a, b in zip(got, seq):
     _assert_results_close(a, b)
-  final = _restore_flat(ckpt, max(STEPS))
-  single = _restore_flat(root / "seq2" / "checkpoints", STEPS[2])
-  for name, v in single.items():
-    atol = 2e-5 if name.endswith("key_bias") else 1e-6
-    np.testing.assert_allclose(final[name][0], v, rtol=1e-5, atol=atol,
-                               err_msg=name)
+  _assert_params_match_sequential(_restore_flat(ckpt, max(STEPS)), root, [2])
 
 
 @pytest.mark.parametrize("size,live,left,step_s,compile_s,pays", [
@@ -196,9 +196,4 @@ def test_scan_layout_equals_sequential(tmp_path, sequential):
     _assert_results_close(a, b)
   stacked = _restore_flat(tmp_path / "swarm" / "checkpoints", max(STEPS))
   np.testing.assert_array_equal(stacked["step"], STEPS)  # no compaction
-  for i, n in enumerate(STEPS):
-    single = _restore_flat(root / f"seq{i}" / "checkpoints", n)
-    for name, v in single.items():
-      atol = 2e-5 if name.endswith("key_bias") else 1e-6
-      np.testing.assert_allclose(stacked[name][i], v, rtol=1e-5, atol=atol,
-                                 err_msg=f"run {i} {name}")
+  _assert_params_match_sequential(stacked, root, range(3))
