@@ -315,7 +315,11 @@ class Study:
     vocab = self.bundle.tokenizer.vocab_size
     layout = self.config.train.swarm
     if layout == "auto":
-      m = swarm.calibrate(self.config, vocab, sources)
+      try:
+        m = swarm.calibrate(self.config, vocab, sources)
+      except MemoryError as e:
+        say(f"{label}: one by one: {e}")
+        return
       use = distributed.agree(m["speedup"] >= config_lib.SWARM_MIN_SPEEDUP)
       layout = "scan" if distributed.agree(m["layout"] == "scan") else "vmap"
       say(f"{label}: one step of {m['runs']} runs: {m['runs']} x "

@@ -32,6 +32,9 @@ def get_config():
   c.train.learning_rate = 1e-4
   c.train.b2 = 0.999
   c.train.checkpoint_every_steps = 1000
+  # 15 stacked BERT-base train states (fp32 params + Adam) are ~20 GB: train
+  # the proxies one at a time, or fan them out over workers.
+  c.train.swarm = "off"
   c.ddo.budgets = [1.0e8, 3.0e8]
   c.ddo.factors = [1 / 3, 2.0]
   c.ddo.metric = "loss"

@@ -36,6 +36,9 @@ def get_config():
   c.train.b2 = 0.999
   c.train.checkpoint_every_steps = 1000
   c.train.log_every_steps = 50
+  # 15 stacked GPT-2 small train states (fp32 params + Adam) are ~22 GB:
+  # train the proxies one at a time, or fan them out over workers.
+  c.train.swarm = "off"
   c.mesh.shape = [-1, 1, 1]
   c.ddo.budgets = [3.0e8, 6.0e8]
   c.project.target_tokens = 3.0e9

@@ -197,3 +197,23 @@ def test_scan_layout_equals_sequential(tmp_path, sequential):
   stacked = _restore_flat(tmp_path / "swarm" / "checkpoints", max(STEPS))
   np.testing.assert_array_equal(stacked["step"], STEPS)  # no compaction
   _assert_params_match_sequential(stacked, root, range(3))
+
+
+def test_stack_memory_counts_every_member():
+  compiled = trainer.get_compiled(_config(), V)
+  one, limit = swarm.stack_memory(compiled, 1)
+  three, _ = swarm.stack_memory(compiled, 3)
+  params = sum(x.size for x in jax.tree.leaves(
+      trainer.abstract_params(_config().model, V)[1]))
+  # params + Adam's two moments, float32, split over the 8 test devices.
+  assert one >= 3 * 4 * params // 8
+  assert abs(three - 3 * one) <= 3
+  assert limit is None or limit > 0
+
+
+def test_calibrate_refuses_a_stack_that_cannot_fit(monkeypatch):
+  monkeypatch.setattr(swarm, "stack_memory",
+                      lambda compiled, num: (3 * 2**30, 4 * 2**30))
+  with pytest.raises(MemoryError, match=r"3 stacked train states need about "
+                     r"3\.0 GiB per device of 4\.0 GiB: .*swarm=off"):
+    swarm.calibrate(_config(), V, _sources())

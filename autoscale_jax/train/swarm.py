@@ -3,8 +3,9 @@
 The K train states (``trainer`` layout: ``params``, ``opt_state``, ``step``,
 ``num_steps``, ``rng``) are stacked on a leading run axis ``K`` and the
 trainer's own pure ``train_step`` is mapped over it (``jax.vmap`` or
-``jax.lax.map``) and jitted once per layout and stack size (cached). Each member keeps its own data (its batch source
-is read at its own step), its own schedule length (``num_steps`` is a traced
+``jax.lax.map``) and jitted once per layout and stack size (cached). Each
+member keeps its own data (its batch source is read at its own step), its own
+schedule length (``num_steps`` is a traced
 per-member value read by the LR schedule) and its own RNG (its ``rng``, from
 its seed). Evaluation reuses ``trainer.evaluate`` on the member's un-stacked
 params, so a member's result is the one ``train_run`` gives (to float
@@ -29,8 +30,8 @@ Checkpointing: the stacked state is saved with orbax in ``swarm_dir`` every
 ``train.checkpoint_every_steps`` swarm steps (with the members it holds at
 that step) and restored on the next call, so an interrupted swarm resumes
 exactly (members that had already written ``result.json`` stay frozen or
-gone); the final stacked state is
-saved too (step ``max_k num_steps_k``). Each finished member writes its
+gone); the final stacked state is saved too (step ``max_k num_steps_k``).
+Each finished member writes its
 ``result.json``, ``metrics.jsonl`` and ``curve.jsonl`` in its own workdir as
 ``train_run`` does; per-member train checkpoints are not written.
 """
@@ -173,6 +174,20 @@ def _executable(compiled: trainer.Compiled, layout: str, swarm_step: Any,
   return _EXEC_CACHE[key]
 
 
+def stack_memory(compiled: trainer.Compiled, num: int) -> tuple[int, int | None]:
+  """``(bytes of num stacked train states per device, device memory limit)``.
+
+  The states are split over the mesh's devices as the single-run state is;
+  the limit is the first local device's ``bytes_limit`` (None where the
+  backend does not report one, e.g. CPU).
+  """
+  abstract = jax.eval_shape(compiled.init, jax.random.PRNGKey(0), np.int32(1))
+  state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+  per_device = num * state // max(1, compiled.mesh.devices.size)
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return per_device, stats.get("bytes_limit")
+
+
 def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
               steps: int = 3) -> dict[str, Any]:
   """Measured time of one training step: one run alone vs all K as one program.
@@ -186,6 +201,10 @@ def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
   Returns:
     ``{"runs": K, "single_s": s, "vmap_s": s, "scan_s": s, "layout": the
     faster layout, "swarm_s": its time, "speedup": K * single_s / swarm_s}``.
+
+  Raises:
+    MemoryError: if the K stacked states cannot fit the device memory (checked
+      before compiling anything, where the backend reports a limit).
   """
   compiled = trainer.get_compiled(config, vocab_size)
   mesh = compiled.mesh
@@ -207,6 +226,12 @@ def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
   steps_fns = {layout: get_swarm_step(config, vocab_size, compiled, layout)
                for layout in LAYOUTS}  # outside the mesh context (abstract init)
   out: dict[str, Any] = {"runs": num}
+  need, limit = stack_memory(compiled, num)
+  if limit and 2 * need > limit:  # states + their gradients and updates
+    raise MemoryError(
+        f"{num} stacked train states need about {need / 2**30:.1f} GiB per "
+        f"device of {limit / 2**30:.1f} GiB: train the runs one at a time "
+        "(--config.train.swarm=off) or fan them out over workers")
   with jax.set_mesh(mesh):
     # One run as ``train_run`` trains it: ``steps_per_call`` steps per call.
     per_call = compiled.steps_per_call
