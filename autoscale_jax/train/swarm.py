@@ -107,15 +107,11 @@ def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled,
     new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
     return new, dict(metrics, active=active)
 
+  maybe_step = trainer.step_if(step_fn)
+
   def skipping_step(state: State, batch: dict) -> tuple[State, dict]:
     active = state["alive"] & (state["step"] < state["num_steps"])
-    shapes = jax.eval_shape(step_fn, state, batch)[1]
-
-    def skip(state, batch):
-      del batch
-      return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    new, metrics = jax.lax.cond(active, step_fn, skip, state, batch)
+    new, metrics = maybe_step(active, state, batch)
     return new, dict(metrics, active=active)
 
   if layout == "vmap":
@@ -240,9 +236,7 @@ def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
       out["single_s"] = best(compiled.train_step, single,
                              sharding.put_batch(local, mesh))
     else:
-      stacked = sharding.put_stacked_batch(
-          [{k: v for k, v in local.items() if k in trainer.BATCH_KEYS}]
-          * per_call, mesh)
+      stacked = _put_stacked_batch([local] * per_call, mesh)
       out["single_s"] = best(
           lambda st, b: compiled.train_steps(st, b, np.int32(10 ** 6)),
           single, stacked) / per_call
