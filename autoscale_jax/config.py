@@ -17,7 +17,7 @@ Layout (all token counts are integers or floats of *tokens*, never steps):
 * ``mesh``: device mesh shape over the (data, fsdp, tensor) axes.
 * ``ddo``: budgets, base mixture, perturbation factors and seeds for DDO.
 * ``project``: the target budget and availability settings for projection.
-* ``final``: which mixtures to train at the target budget.
+* ``final``: which mixtures to train at the target budget, and with which seeds.
 """
 
 from __future__ import annotations
@@ -134,6 +134,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.final.mixtures = ("projected", "uniform", "ddo_small")
   c.final.eval_every_steps = 20
   c.final.smoothing = 3
+  # Seeds of every final mixture's training; >= 2 give mean, 95% interval and
+  # paired differences against each baseline (mixing/verdict.py), 3 or more
+  # are recommended.
+  c.final.seeds = (0,)
   return c
 
 
@@ -335,7 +339,22 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   if not list(c.final.mixtures):
     _fail("final.mixtures", list(c.final.mixtures),
           "name at least one mixture to train")
+  _final_seeds(c.final.seeds)
   return c
+
+
+def _final_seeds(seeds: Any) -> None:
+  if not isinstance(seeds, (tuple, list)):
+    _fail("final.seeds", seeds, "must be a tuple of integers, e.g. (0, 1, 2)")
+  if not seeds:
+    _fail("final.seeds", list(seeds), "need at least one seed (3 recommended)")
+  bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool)
+         or s < 0]
+  if bad:
+    _fail("final.seeds", list(seeds),
+          f"seeds must be integers >= 0 (bad: {', '.join(map(repr, bad))})")
+  if len(set(seeds)) != len(seeds):
+    _fail("final.seeds", list(seeds), "seeds must be unique")
 
 
 def _data_parallelism(c, num_devices: int) -> int:

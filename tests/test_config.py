@@ -1,5 +1,6 @@
 """Config validation: one test per rule, each asserting the message names the key."""
 
+import ml_collections
 import pytest
 
 from autoscale_jax import config as config_lib
@@ -56,6 +57,11 @@ RULES = [
     ("project.target_tokens", 100.0, "project.target_tokens",
      "largest DDO budget"),
     ("final.mixtures", [], "final.mixtures", "at least one"),
+    ("final.seeds", (), "final.seeds", "at least one seed"),
+    ("final.seeds", (0, -1), "final.seeds", "integers >= 0 (bad: -1)"),
+    ("final.seeds", (0, 1.5), "final.seeds", "integers >= 0 (bad: 1.5)"),
+    ("final.seeds", (0, True), "final.seeds", "integers >= 0 (bad: True)"),
+    ("final.seeds", (1, 2, 1), "final.seeds", "unique"),
 ]
 
 
@@ -162,3 +168,18 @@ def test_bert_rejects_gpt2_tokenizer():
 def test_resolve_mesh_shape_fills():
   assert config_lib.resolve_mesh_shape([-1, 2, 1], 8) == (4, 2, 1)
   assert config_lib.resolve_mesh_shape([2, 2, 2], 8) == (2, 2, 2)
+
+
+def test_final_seeds_must_be_a_tuple():
+  c = _base()
+  # ml_collections refuses `c.final.seeds = 3`; a config that rebuilds
+  # c.final can still hold a bare integer.
+  c.final = ml_collections.ConfigDict({**c.final.to_dict(), "seeds": 3})
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config\.final\.seeds=3 .*tuple of integers"):
+    config_lib.validate(c)
+
+
+def test_final_seeds_defaults():
+  assert config_lib.base_config().final.seeds == (0,)
+  assert demo.get_config().final.seeds == (0, 1, 2)
