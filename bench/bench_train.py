@@ -21,10 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoscale_jax import config as config_lib
-from autoscale_jax import models
-from autoscale_jax.train import sharding, trainer
-from autoscale_jax.train.synthetic import SyntheticBatches
+# The repository root, for `configs` (also when imported by bench_peer/gpu.sh).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from autoscale_jax import config as config_lib  # noqa: E402
+from autoscale_jax import models  # noqa: E402
+from autoscale_jax.train import sharding, trainer  # noqa: E402
+from autoscale_jax.train.synthetic import SyntheticBatches  # noqa: E402
+from configs import gpt2_small_redpajama  # noqa: E402
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -103,8 +107,12 @@ def main() -> None:
         f"backend={jax.default_backend()} devices={len(jax.devices())}")
   peak = matmul_peak()
   print(f"measured fp32 matmul peak (2048^3, jit): {peak / 1e9:.1f} GFLOP/s")
-  runs = [("tiny", models.preset("gpt2_tiny"), 128, 16, 512),
-          ("gpt2_small", models.preset("gpt2_small", dropout=0.0), 512, 2, 50257)]
+  # The base config's model is the tiny one; GPT-2 small's sizes come from its
+  # shipped config, run in float32 without dropout like the tiny one.
+  gpt2_small = gpt2_small_redpajama.get_config().model
+  gpt2_small.update(dtype="float32", dropout=0.0)
+  runs = [("tiny", config_lib.base_config().model, 128, 16, 512),
+          ("gpt2_small", gpt2_small, 512, 2, 50257)]
   rows = [bench(name, cfg, seq, bs, vocab, args.steps, peak, k)
           for name, cfg, seq, bs, vocab in runs
           if not args.only or args.only == name for k in per_call]

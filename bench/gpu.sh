@@ -38,7 +38,7 @@ import os, platform, sys, time
 sys.path.insert(0, "bench")
 import jax, jax.numpy as jnp
 import bench_train
-from autoscale_jax import models
+from configs import gpt2_large_redpajama, gpt2_small_redpajama
 
 def bf16_peak(n=8192, reps=10):
   a = jnp.ones((n, n), jnp.bfloat16)
@@ -58,10 +58,17 @@ head = [f"command: bash bench/gpu.sh {os.environ['OUT_FILE']} (STEPS={steps})",
 peak = bf16_peak()
 head.append(f"measured bf16 matmul peak (8192^3, jit): {peak / 1e12:.1f} TFLOP/s")
 print("\n".join(head), flush=True)
-runs = [("gpt2_small bf16", models.preset("gpt2_small", dropout=0.0,
-                                          dtype="bfloat16"), 1024, 16),
-        ("gpt2_large bf16 remat", models.preset("gpt2_large", dropout=0.0,
-                                                dtype="bfloat16", remat=True),
+
+def model_of(config_module, **overrides):
+  """The shipped config's model section (sizes from there) plus overrides."""
+  m = config_module.get_config().model
+  m.update(overrides)
+  return m
+
+runs = [("gpt2_small bf16", model_of(gpt2_small_redpajama, dropout=0.0,
+                                     dtype="bfloat16"), 1024, 16),
+        ("gpt2_large bf16 remat", model_of(gpt2_large_redpajama, dropout=0.0,
+                                           dtype="bfloat16", remat=True),
          1024, 8)]
 rows = []
 for name, cfg, seq, batch in runs:

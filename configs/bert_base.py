@@ -18,14 +18,14 @@ def get_config():
   c.data.vocab_size = 30522
   c.data.heldout_docs = 10000
   c.data.heldout_max_sequences = 2048
-  c.model.kind = "bert"
-  c.model.num_layers = 12
-  c.model.d_model = 768
-  c.model.num_heads = 12
-  c.model.mlp_dim = 3072
-  c.model.max_len = 512
-  c.model.dropout = 0.1
-  c.model.dtype = "bfloat16"
+  c.model.kind = "bert"  # architecture: gpt2 (causal LM) | bert (masked LM)
+  c.model.num_layers = 12  # transformer blocks
+  c.model.d_model = 768  # residual stream width
+  c.model.num_heads = 12  # attention heads (d_model / num_heads = 64 per head)
+  c.model.mlp_dim = 3072  # MLP hidden width (4 x d_model)
+  c.model.max_len = 512  # learned position embeddings: longest sequence
+  c.model.dropout = 0.1  # dropout rate (residual, attention, embeddings)
+  c.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
   c.train.seq_len = 128
   c.train.global_batch_size = 256
   c.train.eval_batch_size = 256

@@ -9,11 +9,11 @@ from configs import gpt2_small_redpajama
 def get_config():
   c = gpt2_small_redpajama.get_config()
   c.study = "gpt2_large_redpajama"
-  c.model.num_layers = 36
-  c.model.d_model = 1280
-  c.model.num_heads = 20
-  c.model.mlp_dim = 5120
-  c.model.remat = True
+  c.model.num_layers = 36  # transformer blocks
+  c.model.d_model = 1280  # residual stream width
+  c.model.num_heads = 20  # attention heads (d_model / num_heads = 64 per head)
+  c.model.mlp_dim = 5120  # MLP hidden width (4 x d_model)
+  c.model.remat = True  # recompute activations in backward (less memory)
   c.mesh.shape = [-1, 1, 1]
   c.project.target_tokens = 1.0e10
   return c

@@ -7,15 +7,19 @@ import json
 import os
 import pickle
 import random
+import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import zlib
 from pathlib import Path
 
 import pytest
 
 from autoscale_jax.data import corpus as C
+from autoscale_jax.data.corpus import clean, extract, readers
+from autoscale_jax.errors import UserError
 
 WORDS = ("the of and to in a is that it for on with as was he by at from this "
          "river mountain quiet stone letter garden window morning silver road "
@@ -123,7 +127,7 @@ def test_minhash_near_duplicates():
   same = sum(a == b for a, b in zip(C.minhash(base), C.minhash(near))) / C.NUM_PERM
   diff = sum(a == b for a, b in zip(C.minhash(base), C.minhash(other))) / C.NUM_PERM
   assert same > 0.8 > 0.3 > diff
-  b, r = C._lsh_shape(0.8)
+  b, r = clean._lsh_shape(0.8)
   assert b * r == C.NUM_PERM
 
 
@@ -206,7 +210,7 @@ def test_safe_unpickle_stubs_unknown_classes():
   assert obj["data"] == ["post one", "post two"]
   assert type(obj).__module__.startswith("stub.")
   evil = b"cos\nsystem\n(S'echo pwned'\ntR."  # Would run a shell if unsafe.
-  assert isinstance(C.safe_unpickle(evil), C._Stub)
+  assert isinstance(C.safe_unpickle(evil), readers._Stub)
 
 
 # ------------------------------------------------------------------- builder
@@ -292,7 +296,7 @@ def test_near_dup_zero_disables(tmp_path, monkeypatch):
   words = base.split()
   words[10] = "zebra"
   units = [("a", base), ("b", " ".join(words)), ("c", prose(8, 400))]
-  monkeypatch.setattr(C, "SOURCES", (
+  monkeypatch.setattr(extract, "SOURCES", (
       C.Source("wiki", "fake", "deb", "fake-pkg", lambda root: iter(units)),))
   fetched = C.Fetched({"fake-pkg": tmp_path}, {"fake-pkg": "1"}, {}, {})
   on = _build(tmp_path / "on", fetched, domains=["wiki"])
@@ -314,16 +318,32 @@ def test_unknown_domain_cli(tmp_path, capsys):
   assert err.startswith("error: unknown domain(s) ['news']")
 
 
+def test_corpus_error_is_a_user_error():
+  with pytest.raises(UserError):
+    C.parse_domains("news")
+  assert issubclass(C.CorpusError, ValueError)
+
+
+def test_module_entry_point_runs_the_cli(tmp_path):
+  root = Path(__file__).resolve().parent.parent
+  r = subprocess.run(
+      [sys.executable, "-m", "autoscale_jax.data.corpus", "--out",
+       str(tmp_path), "--domains", "news"], cwd=root, capture_output=True,
+      text=True, check=False)
+  assert r.returncode == 2
+  assert r.stderr.startswith("error: unknown domain(s) ['news']"), r.stderr
+
+
 # ---------------------------------------------------------------- fetch/apt
 
 def test_missing_apt_lists_message(tmp_path, monkeypatch):
-  monkeypatch.setattr(C.shutil, "which", lambda name: f"/usr/bin/{name}")
+  monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
 
   def fake_run(cmd, **kw):
     msg = f"E: Unable to locate package {cmd[-1]}\nE: No packages found\n"
     return subprocess.CompletedProcess(cmd, 100, "", msg)
 
-  monkeypatch.setattr(C.subprocess, "run", fake_run)
+  monkeypatch.setattr(subprocess, "run", fake_run)
   with pytest.raises(C.CorpusError) as e:
     C.fetch_debs(["git-doc", "perl-doc"], tmp_path, log=lambda m: None)
   msg = str(e.value)
@@ -333,8 +353,8 @@ def test_missing_apt_lists_message(tmp_path, monkeypatch):
 def test_no_apt_skips_deb_domains(tmp_path, monkeypatch):
   fetched = fake_tree(tmp_path / "src")
   stdlib = fetched.roots["python-stdlib"]
-  monkeypatch.setattr(C.shutil, "which", lambda name: None)
-  monkeypatch.setattr(C.sysconfig, "get_paths", lambda: {"stdlib": str(stdlib)})
+  monkeypatch.setattr(shutil, "which", lambda name: None)
+  monkeypatch.setattr(sysconfig, "get_paths", lambda: {"stdlib": str(stdlib)})
   logs: list[str] = []
   kw = dict(domains="code,techdocs", cache_dir=tmp_path / "cache",
             min_chars=300, log=logs.append)

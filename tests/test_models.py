@@ -6,15 +6,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from autoscale_jax import config as config_lib
 from autoscale_jax import models
-from autoscale_jax.models import presets
+from configs import bert_base, gpt2_large_redpajama, gpt2_small_redpajama
 
 V, L = 128, 16
 
 
 def _tiny(kind: str, **kw):
-  return models.preset(f"{kind}_tiny", num_layers=1, d_model=32, num_heads=2,
-                       mlp_dim=64, max_len=32, **kw)
+  c = config_lib.base_config().model
+  c.update(dict(kind=kind, num_layers=1, d_model=32, num_heads=2, mlp_dim=64,
+                max_len=32))
+  c.update(kw)
+  return c
 
 
 def _inputs(batch: int = 2, seed: int = 0):
@@ -25,13 +29,20 @@ def _inputs(batch: int = 2, seed: int = 0):
   return tokens, pos, seg
 
 
-@pytest.mark.parametrize("name", ["gpt2_small", "gpt2_medium", "gpt2_large",
-                                  "bert_base"])
-def test_named_sizes_match_published_counts(name):
-  c = models.preset(name)
-  n = models.count_params(c, presets.REFERENCE_VOCAB[c.kind])
-  ref = presets.REFERENCE_PARAMS[name]
-  assert abs(n - ref) / ref < 0.01, (name, n, ref)
+GPT2_VOCAB = 50257  # OpenAI's GPT-2 BPE, the `gpt2` tokenizer.
+
+
+# Shipped config -> (vocab, published parameter count).
+@pytest.mark.parametrize("config_module, vocab, published", [
+    (gpt2_small_redpajama, GPT2_VOCAB, 124e6),
+    (gpt2_large_redpajama, GPT2_VOCAB, 774e6),
+    (bert_base, bert_base.get_config().data.vocab_size, 110e6),
+], ids=["gpt2_small", "gpt2_large", "bert_base"])
+def test_shipped_model_sizes_match_published_counts(config_module, vocab,
+                                                    published):
+  c = config_module.get_config().model
+  n = models.count_params(c, vocab)  # Abstract (eval_shape): no allocation.
+  assert abs(n - published) / published < 0.01, (config_module.__name__, n)
 
 
 def test_gpt2_is_causal_by_gradient():

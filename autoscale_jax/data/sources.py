@@ -25,7 +25,7 @@ import gzip
 import json
 import logging
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from autoscale_jax.tfenv import hide_accelerators_from_tf
 
@@ -238,9 +238,3 @@ def load_documents(config, corpus_dir: str | None = None
   raise DataError(f"config.data.source={data.source!r} is unknown; use "
                   "embedded, jsonl, tfds or fixture")
 
-
-def iter_documents(docs: Mapping[str, Iterable[str]]):
-  """(domain, text) pairs, for tools that stream."""
-  for d, texts in docs.items():
-    for t in texts:
-      yield d, t

@@ -316,13 +316,6 @@ def _multiplier(n, a, b, k, s, lo, hi, lam: float) -> float:
   return float(np.sqrt(lower * upper))
 
 
-def solve_arrays(a, b, lo, hi, total: float, k=None, s=None,
-                 method: str = "bisection") -> tuple[np.ndarray, float]:
-  """Solves one instance given ``[m]`` arrays; returns (n, lambda). No checks."""
-  n, lam, _ = _solve_arrays(a, b, lo, hi, total, k, s, method)
-  return n, lam
-
-
 def project(y, lo, hi, total: float, s=None, w=None
             ) -> tuple[np.ndarray, float]:
   """Exact projection of ``y`` onto ``{s.x = total, lo <= x <= hi}``.

@@ -4,20 +4,16 @@ JAX defaults to float32. Fits and the constrained solver need float64 (the
 exact 3-point interpolant and a KKT certificate at 1e-9 are out of reach in
 float32), but flipping ``jax_enable_x64`` globally would change the trainer's
 dtypes. :func:`float64` scopes it with ``jax.enable_x64`` (a context manager in
-jax >= 0.7); :func:`with_x64` decorates a function with it. Everything that
-leaves a scoped function is converted to numpy first, so no float64 jax array
-escapes into float32 code.
+jax >= 0.7). Everything that leaves a scoped function is converted to numpy
+first, so no float64 jax array escapes into float32 code.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Iterator
 
 import jax
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextlib.contextmanager
@@ -25,14 +21,3 @@ def float64() -> Iterator[None]:
   """Context in which JAX creates and computes float64 arrays."""
   with jax.enable_x64(True):
     yield
-
-
-def with_x64(fn: F) -> F:
-  """Decorator: runs ``fn`` inside :func:`float64`."""
-
-  @functools.wraps(fn)
-  def wrapper(*args, **kwargs):
-    with float64():
-      return fn(*args, **kwargs)
-
-  return wrapper  # type: ignore[return-value]

@@ -10,10 +10,8 @@ from flax import nnx
 
 from autoscale_jax.models.bert import BertMLM
 from autoscale_jax.models.gpt2 import GPT2
-from autoscale_jax.models.presets import PRESETS, preset
 
-__all__ = ["BertMLM", "GPT2", "PRESETS", "build_model", "count_params",
-           "preset"]
+__all__ = ["BertMLM", "GPT2", "build_model", "count_params"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
