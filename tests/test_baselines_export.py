@@ -1,12 +1,10 @@
-"""Tests of the built-in baselines and the exports for other stacks."""
+"""Tests of the built-in baselines (the exports are in test_export.py)."""
 
-import ast
 import json
 
 import pytest
 
 from autoscale_jax.mixing import baselines as BL
-from autoscale_jax.mixing import export as EX
 
 RP = ["common_crawl", "c4", "github", "book", "wikipedia", "arxiv",
       "stack_exchange"]
@@ -90,46 +88,3 @@ def test_ddo_small_and_user_files(tmp_path):
                      match="unknown mixture 'doremi'.*uniform"):
     BL.resolve_mixture("doremi", doms, 8)
 
-
-MIX = {"budget_tokens": 1000.0, "method": "two-budget",
-       "weights": {"arxiv": 0.2, "books": 0.3, "c4": 0.5}}
-
-
-def test_seqio_snippet_parses():
-  text = EX.seqio_snippet(MIX, "rp")
-  tree = ast.parse(text)
-  calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-  assert len(calls) == 1
-  call = calls[0]
-  assert ast.unparse(call.func) == "seqio.MixtureRegistry.add"
-  assert ast.literal_eval(call.args[0]) == "rp_autoscale"
-  tasks = ast.literal_eval(call.args[1])
-  assert tasks == [("rp_arxiv", 0.2), ("rp_books", 0.3), ("rp_c4", 0.5)]
-  assert any(isinstance(n, ast.Import) and n.names[0].name == "seqio"
-             for n in tree.body)
-
-
-def test_grain_string():
-  s = EX.grain_string(MIX, {"c4": "gs://bucket/c4-*.arrayrecord"})
-  parts = [p.split(",") for p in s.split(";")]
-  assert parts == [["arxiv", "0.2"], ["books", "0.3"],
-                   ["gs://bucket/c4-*.arrayrecord", "0.5"]]
-  with pytest.raises(EX.ExportError, match="'c4'"):
-    EX.grain_string(MIX, {"c4": "a,b"})
-  with pytest.raises(EX.ExportError, match="wiki"):
-    EX.grain_string(MIX, {"wiki": "x"})
-
-
-def test_export_all(tmp_path):
-  files = EX.export_all(MIX, str(tmp_path / "out"), "rp")
-  names = sorted(f.rsplit("/", 1)[1] for f in files)
-  assert names == ["mixture_grain.txt", "mixture_seqio.py",
-                   "mixture_weights.json"]
-  w = json.loads((tmp_path / "out" / "mixture_weights.json").read_text())
-  assert w == MIX["weights"]
-  grain = (tmp_path / "out" / "mixture_grain.txt").read_text().strip()
-  assert grain == "arxiv,0.2;books,0.3;c4,0.5"
-  ast.parse((tmp_path / "out" / "mixture_seqio.py").read_text())
-  assert not list((tmp_path / "out").glob(".tmp_*"))
-  with pytest.raises(EX.ExportError, match="weights"):
-    EX.export_all({"tokens": {}}, str(tmp_path), "rp")
