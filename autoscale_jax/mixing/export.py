@@ -38,6 +38,7 @@ import decimal
 import io
 import json
 import math
+import numbers
 import os
 import re
 import shlex
@@ -126,7 +127,7 @@ class ExportTable:
 
 
 def _number(value: Any, what: str) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise ExportError(f"{what} is {value!r}; expected a finite number >= 0")
   v = float(value)
   if not (math.isfinite(v) and v >= 0):
