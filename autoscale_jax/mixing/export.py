@@ -18,6 +18,7 @@ import os
 import re
 from typing import Any, Mapping
 
+from autoscale_jax import errors
 from autoscale_jax.fileio import atomic_write_text
 
 SEQIO_FILE = "mixture_seqio.py"
@@ -25,7 +26,7 @@ GRAIN_FILE = "mixture_grain.txt"
 WEIGHTS_FILE = "mixture_weights.json"
 
 
-class ExportError(ValueError):
+class ExportError(errors.UserError, ValueError):
   """A one-line user error about an export."""
 
 
