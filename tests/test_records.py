@@ -1,6 +1,8 @@
 """records: the typed contracts read and write exactly the project's JSON."""
 
+import ast
 import json
+import pathlib
 
 import pytest
 
@@ -139,3 +141,43 @@ def test_missing_field_is_a_user_error():
   assert isinstance(e.value, errors.UserError) and "x.json" in str(e.value)
   with pytest.raises(records.RecordError, match="expected a JSON object"):
     records.RunRecord.from_json([1, 2])
+
+
+def _imports(path):
+  """(module-level imports, function-local imports) of a source file."""
+  tree = ast.parse(path.read_text())
+  top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+  local = [n for n in ast.walk(tree) if isinstance(n, (ast.Import,
+                                                       ast.ImportFrom))
+           and n not in top]
+
+  def names(nodes):
+    out = set()
+    for n in nodes:
+      if isinstance(n, ast.ImportFrom):
+        out |= {f"{n.module}.{a.name}" for a in n.names}
+      else:
+        out |= {a.name for a in n.names}
+    return out
+  return names(top), names(local)
+
+
+def test_layers_mixing_and_records_stay_below_the_study():
+  pkg = pathlib.Path(records.__file__).parent
+  forbidden = ("autoscale_jax.study", "autoscale_jax.train",
+               "autoscale_jax.models", "autoscale_jax.data")
+  for path in [pkg / "records.py", *sorted((pkg / "mixing").glob("*.py"))]:
+    top, local = _imports(path)
+    bad = [m for m in top | local if m.startswith(forbidden)]
+    assert not bad, f"{path.name} imports {bad}"
+  top, _ = _imports(pkg / "records.py")
+  assert {m for m in top if m.startswith("autoscale_jax")} == {
+      "autoscale_jax.errors"}
+
+
+def test_study_has_no_function_local_imports():
+  paths = sorted((pathlib.Path(records.__file__).parent / "study").glob("*.py"))
+  assert len(paths) >= 8
+  for path in paths:
+    _, local = _imports(path)
+    assert not local, f"{path.name}: move {sorted(local)} to the module top"
