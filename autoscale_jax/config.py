@@ -27,7 +27,11 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
-STAGES = ("ddo", "fit", "project", "train", "report", "all")
+from autoscale_jax import errors
+
+# Stage names for --stage; "train" is an alias of "final" (its old name).
+STAGES = ("ddo", "fit", "project", "final", "train", "report", "all")
+STAGE_ALIASES = {"train": "final"}
 MODEL_KINDS = ("gpt2", "bert")
 TOKENIZERS = ("byte", "sentencepiece", "gpt2")
 DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture")
@@ -42,7 +46,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 EMBEDDED_DOMAINS = ("code", "techdocs", "books", "wiki", "legal", "qa", "latex")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A user error in the study configuration (one line: key, value, allowed)."""
 
 

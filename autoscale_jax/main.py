@@ -10,10 +10,11 @@ Stages:
            or from any --results=RUNS.json (then no --config is needed).
   project  project the DDO optima to the target budget (from the study, or
            from --optima=A.json,B.json[,C.json] --target_tokens=T).
-  train    train the target budget with each mixture in config.final.mixtures
+  final    train the target budget with each mixture in config.final.mixtures
            (or --mixture=NAME_OR_FILE) and compare them (speed-up table).
+           --stage=train is an alias of final.
   report   write report/index.html and report/README.md with figures.
-  all      ddo -> project -> train -> report, resuming what the workdir holds.
+  all      ddo -> project -> final -> report, resuming what the workdir holds.
 
 A user error (bad config, bad input file, missing data) prints one line
 starting with "error:" and exits with status 2.
@@ -33,6 +34,7 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from autoscale_jax import config as config_lib  # noqa: E402
+from autoscale_jax import errors  # noqa: E402
 
 _STAGE = flags.DEFINE_enum(
     "stage", None, list(config_lib.STAGES),
@@ -50,10 +52,10 @@ _TARGET_TOKENS = flags.DEFINE_float(
     "target_tokens", None, "project: target budget in tokens.")
 _MIXTURE = flags.DEFINE_list(
     "mixture", None,
-    "train: mixture names or files (default: config.final.mixtures).")
+    "final: mixture names or files (default: config.final.mixtures).")
 _ALLOW_REPEAT = flags.DEFINE_bool(
     "allow_repeat", False,
-    "ddo/train: allow a domain's quota to exceed its unique tokens "
+    "ddo/final: allow a domain's quota to exceed its unique tokens "
     "(repeated data, counted as epochs). Off by default: shortfalls stop.")
 _WORKER_INDEX = flags.DEFINE_integer(
     "worker_index", None, "ddo: this worker's index for proxy fan-out.")
@@ -61,30 +63,8 @@ _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "ddo: number of workers sharing one store.")
 
 
-class UsageError(ValueError):
+class UsageError(errors.UserError, ValueError):
   """Wrong combination of command-line flags."""
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-  """Every exception class that means 'the user's input is wrong'."""
-  types: list[type[BaseException]] = [config_lib.ConfigError, UsageError]
-  for module, name in (
-      ("autoscale_jax.stages", "StageError"),
-      ("autoscale_jax.data.sources", "DataError"),
-      ("autoscale_jax.data.corpus", "CorpusError"),
-      ("autoscale_jax.mixing.ddo", "RunsError"),
-      ("autoscale_jax.mixing.ddo", "AvailabilityError"),
-      ("autoscale_jax.mixing.projection", "ProjectionError"),
-      ("autoscale_jax.mixing.baselines", "BaselineError"),
-      ("autoscale_jax.train.trainer", "TrainingDiverged"),
-  ):
-    try:
-      mod = __import__(module, fromlist=[name])
-    except ImportError:
-      continue
-    if hasattr(mod, name):
-      types.append(getattr(mod, name))
-  return tuple(types)
 
 
 def _run(argv: list[str]) -> None:
@@ -94,15 +74,19 @@ def _run(argv: list[str]) -> None:
   if stage is None:
     raise UsageError("--stage is required: one of " +
                      ", ".join(config_lib.STAGES))
+  # Imported here, not at the top: --help and flag errors answer without
+  # importing JAX, and the file-only stages (fit --results, project --optima)
+  # without the training stack (seconds of orbax/TensorFlow imports).
   from autoscale_jax import distributed  # pylint: disable=g-import-not-at-top
-  from autoscale_jax import stages  # pylint: disable=g-import-not-at-top
+  from autoscale_jax.study import files  # pylint: disable=g-import-not-at-top
+  from autoscale_jax.study import options as options_lib  # pylint: disable=g-import-not-at-top
 
   info = distributed.maybe_initialize()
   if info.initialized:
     print(f"multi-process run: process {info.process_index} of "
           f"{info.process_count} ({info.reason})", flush=True)
 
-  options = stages.Options(
+  options = options_lib.Options(
       workdir=_WORKDIR.value,
       results=_RESULTS.value,
       optima=_OPTIMA.value,
@@ -112,7 +96,12 @@ def _run(argv: list[str]) -> None:
       worker_index=_WORKER_INDEX.value,
       num_workers=_NUM_WORKERS.value,
   )
-  stages.run_stage(stage, _CONFIG.value, options)
+  stage = config_lib.STAGE_ALIASES.get(stage, stage)
+  if files.handles(stage, options):
+    files.run(stage, options)
+    return
+  from autoscale_jax.study import runner  # pylint: disable=g-import-not-at-top
+  runner.run_stage(stage, _CONFIG.value, options)
 
 
 def main(argv: list[str]) -> None:
@@ -122,7 +111,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
   try:
     _run(argv)
-  except _user_error_types() as e:  # pylint: disable=catching-non-exception
+  except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except KeyboardInterrupt:

@@ -14,10 +14,12 @@ import math
 from typing import Any
 
 import ml_collections
-from etils import epath
 
 from autoscale_jax import fileio
+from autoscale_jax import records
 from autoscale_jax.experiments import store as store_lib
+from autoscale_jax.mixing import speedup
+from autoscale_jax.study import layout as layout_lib
 
 # A fit whose RMS residual (relative to the base run's metric) exceeds this is
 # called out in the limits section.
@@ -26,13 +28,13 @@ LARGE_RESIDUAL = 0.02
 FAR_EXTRAPOLATION = 10.0
 
 
-def weight_intervals(mixture: dict[str, Any]) -> dict[str, list[float]]:
-  """Per-domain 90% weight intervals: DDO ``intervals`` or projection bands."""
-  return mixture.get("intervals") or (mixture.get("bands") or {}).get(
-      "weights") or {}
+def _load_mixture(path) -> records.Mixture | None:
+  if not path.exists():
+    return None
+  return records.Mixture.from_json(json.loads(path.read_text()), str(path))
 
 
-def _load(path: epath.Path) -> Any:
+def _load(path) -> Any:
   return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -42,15 +44,16 @@ def _fmt(x: float | None, digits: int = 4) -> str:
   return f"{x:.{digits}f}"
 
 
-def _records(workdir: epath.Path) -> list[dict[str, Any]]:
-  if not (workdir / "store").exists():
+def _records(layout: layout_lib.Layout) -> list[records.RunRecord]:
+  if not layout.store.exists():
     return []
-  return store_lib.ExperimentStore(workdir / "store").records()
+  return [records.RunRecord.from_json(r, "store record") for r in
+          store_lib.ExperimentStore(layout.store).records()]
 
 
-def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
-             projected: dict[str, Any] | None,
-             final_records: dict[str, dict[str, Any]], metric: str
+def _figures(out, ddo_mixtures: list[records.Mixture],
+             projected: records.Mixture | None,
+             final_records: dict[str, records.RunRecord], metric: str
              ) -> dict[str, str]:
   """Draws the figures; returns {key: file name}."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -67,7 +70,7 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     figs[key] = name
   # 1. Per-domain fits with data points, for each DDO budget.
   for k, mix in enumerate(ddo_mixtures):
-    fits = mix.get("fits", {})
+    fits = mix.extra.get("fits", {})
     if not fits:
       continue
     domains = list(fits)
@@ -94,18 +97,18 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     save(fig, f"fits_{k}", f"fits_budget_{k}.png")
 
   # 2. Optimal weights per budget with intervals (and the projection).
-  series = [(f"DDO {m['budget_tokens']:.3g}", m) for m in ddo_mixtures]
+  series = [(f"DDO {m.budget_tokens:.3g}", m) for m in ddo_mixtures]
   if projected:
-    series.append((f"projected {projected['budget_tokens']:.3g}", projected))
+    series.append((f"projected {projected.budget_tokens:.3g}", projected))
   if series:
-    domains = list(series[0][1]["weights"])
+    domains = list(series[0][1].weights)
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(domains)), 3.6))
     for j, (label, m) in enumerate(series):
-      w = np.array([m["weights"][d] for d in domains])
-      iv = weight_intervals(m)
-      lo = np.array([iv[d][0] if d in iv else m["weights"][d] for d in domains])
-      hi = np.array([iv[d][1] if d in iv else m["weights"][d] for d in domains])
+      w = np.array([m.weights[d] for d in domains])
+      iv = m.intervals or {}
+      lo = np.array([iv[d][0] if d in iv else m.weights[d] for d in domains])
+      hi = np.array([iv[d][1] if d in iv else m.weights[d] for d in domains])
       xs = np.arange(len(domains)) + (j - (len(series) - 1) / 2) * width
       ax.bar(xs, w, width, label=label)
       ax.errorbar(xs, w, yerr=[np.maximum(w - lo, 0), np.maximum(hi - w, 0)],
@@ -117,14 +120,14 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
     save(fig, "weights", "weights.png")
 
   # 3. Projected trajectory of weights over budgets.
-  if projected and projected.get("trajectory"):
-    traj = projected["trajectory"]
+  if projected and projected.extra.get("trajectory"):
+    traj = projected.extra["trajectory"]
     budgets = [p["budget_tokens"] for p in traj]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for d in traj[0]["weights"]:
       ax.plot(budgets, [p["weights"][d] for p in traj], label=d)
     for m in ddo_mixtures:
-      ax.axvline(m["budget_tokens"], color="gray", lw=0.6, ls=":")
+      ax.axvline(m.budget_tokens, color="gray", lw=0.6, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("budget (tokens)")
     ax.set_ylabel("weight")
@@ -136,7 +139,7 @@ def _figures(out: epath.Path, ddo_mixtures: list[dict[str, Any]],
   if final_records:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, rec in final_records.items():
-      curve = rec.get("curve", [])
+      curve = rec.curve
       if curve:
         ax.plot([p["step"] for p in curve],
                 [p["aggregate"][metric] for p in curve], label=name)
@@ -154,22 +157,21 @@ def _weights_table(title_cols: list[str], rows: list[list[str]]) -> str:
   return "\n".join([head, sep] + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def build_markdown(config: ml_collections.ConfigDict, workdir: str
-                   ) -> tuple[str, dict[str, str]]:
-  """Returns (markdown, figures) for the study in ``workdir``."""
-  wd = epath.Path(workdir)
-  out = wd / "report"
+def build_markdown(config: ml_collections.ConfigDict,
+                   layout: layout_lib.Layout) -> tuple[str, dict[str, str]]:
+  """Returns (markdown, figures) for the study in ``layout``."""
+  out = layout.report_dir
   out.mkdir(parents=True, exist_ok=True)
   ddo_mixtures = []
   for k in range(len(config.ddo.budgets)):
-    m = _load(wd / "ddo" / f"budget_{k}" / "mixture.json")
+    m = _load_mixture(layout.budget_mixture(k))
     if m is not None:
       ddo_mixtures.append(m)
-  projected = _load(wd / "project" / "mixture.json")
-  comparison = _load(wd / "final" / "comparison.json")
-  records = _records(wd)
-  final_records = {r.get("mixture", {}).get("name", r["name"]): r
-                   for r in records if r.get("kind") == "final"}
+  projected = _load_mixture(layout.projected_mixture)
+  comparison = _load(layout.comparison_json)
+  run_records = _records(layout)
+  final_records = {r.display_name: r for r in run_records
+                   if r.kind == "final"}
   metric = config.ddo.metric
   figs = _figures(out, ddo_mixtures, projected, final_records, metric)
   domains = list(config.data.domains)
@@ -185,45 +187,44 @@ def build_markdown(config: ml_collections.ConfigDict, workdir: str
   # Limits first: what a reader must know before trusting the numbers.
   limits = []
   for m in ddo_mixtures:
-    for d, side in (m.get("bound_domains") or {}).items():
-      limits.append(f"At {m['budget_tokens']:.4g} tokens, `{d}` is pinned at "
+    for d, side in (m.bound_domains or {}).items():
+      limits.append(f"At {m.budget_tokens:.4g} tokens, `{d}` is pinned at "
                     f"its {side} bound: its optimum lies outside the observed "
                     "range and the projection rule is not valid for it.")
-    for d, f in (m.get("fits") or {}).items():
+    for d, f in (m.extra.get("fits") or {}).items():
       if f.get("rms", 0.0) > LARGE_RESIDUAL:
-        limits.append(f"At {m['budget_tokens']:.4g} tokens, the fit for `{d}` "
+        limits.append(f"At {m.budget_tokens:.4g} tokens, the fit for `{d}` "
                       f"has a large residual (rms {f['rms']:.3g}).")
-    limits += [f"At {m['budget_tokens']:.4g} tokens: {w}"
-               for w in m.get("warnings", [])]
-    iv, base = weight_intervals(m), m.get("base_weights") or {}
+    limits += [f"At {m.budget_tokens:.4g} tokens: {w}" for w in m.warnings]
+    iv, base = m.intervals or {}, m.extra.get("base_weights") or {}
     unresolved = [d for d in iv if d in base and iv[d][0] <= base[d] <= iv[d][1]]
     if iv and len(unresolved) == len(iv):
-      limits.append(f"At {m['budget_tokens']:.4g} tokens, every domain's 90% "
+      limits.append(f"At {m.budget_tokens:.4g} tokens, every domain's 90% "
                     "interval contains its base weight: these runs do not tell "
                     "the optimum from the base mixture (more seeds, more "
                     "factors or a larger budget would).")
   if projected:
-    ratio = projected["budget_tokens"] / max(config.ddo.budgets)
+    ratio = projected.budget_tokens / max(config.ddo.budgets)
     if ratio > FAR_EXTRAPOLATION:
       limits.append(f"The target budget is {ratio:.1f}x the largest DDO "
                     "budget: far beyond the fitted range.")
-    for d in projected.get("capped_domains") or []:
+    for d in projected.extra.get("capped_domains") or []:
       limits.append(f"`{d}` is capped by the tokens available at the target "
                     "(beyond the paper: re-solved with the cap).")
-    limits += list(projected.get("notes") or [])
+    limits += projected.notes
   md += ["## Limits", ""]
   md += [f"- {l}" for l in limits] or ["- None detected."]
   md.append("")
 
   if ddo_mixtures:
     md += ["## DDO optima", ""]
-    cols = ["domain"] + [f"w* at {m['budget_tokens']:.4g}" for m in ddo_mixtures]
+    cols = ["domain"] + [f"w* at {m.budget_tokens:.4g}" for m in ddo_mixtures]
     rows = []
     for d in domains:
       row = [d]
       for m in ddo_mixtures:
-        iv = weight_intervals(m).get(d)
-        cell = _fmt(m["weights"][d])
+        iv = (m.intervals or {}).get(d)
+        cell = _fmt(m.weights[d])
         if iv:
           cell += f" [{_fmt(iv[0])}, {_fmt(iv[1])}]"
         row.append(cell)
@@ -233,7 +234,7 @@ def build_markdown(config: ml_collections.ConfigDict, workdir: str
     for k, m in enumerate(ddo_mixtures):
       if f"fits_{k}" in figs:
         md += [f"![fits at budget {k + 1}]({figs[f'fits_{k}']})", ""]
-      fits = m.get("fits") or {}
+      fits = m.extra.get("fits") or {}
       if fits:
         md += [_weights_table(
             ["domain", "a", "b", "c", "rms"],
@@ -244,31 +245,30 @@ def build_markdown(config: ml_collections.ConfigDict, workdir: str
 
   if projected:
     md += ["## Projection", "",
-           f"Method: {projected.get('method', 'n/a')}; target "
-           f"{projected['budget_tokens']:.4g} tokens.", ""]
-    bands = weight_intervals(projected)
+           f"Method: {projected.extra.get('method', 'n/a')}; target "
+           f"{projected.budget_tokens:.4g} tokens.", ""]
+    bands = projected.intervals or {}
     md += [_weights_table(
         ["domain", "weight", "tokens", "band"],
-        [[d, _fmt(projected["weights"][d]), f"{projected['tokens'][d]:.4g}",
+        [[d, _fmt(projected.weights[d]), f"{projected.tokens[d]:.4g}",
           (f"[{_fmt(bands[d][0])}, {_fmt(bands[d][1])}]" if d in bands
            else "n/a")] for d in domains]), ""]
     if "trajectory" in figs:
       md += [f"![trajectory]({figs['trajectory']})", ""]
 
   if comparison:
-    from autoscale_jax.mixing import speedup  # pylint: disable=g-import-not-at-top
     md += ["## Final runs at the target budget", "",
            speedup.to_markdown(comparison), ""]
     if "final_curves" in figs:
       md += [f"![final curves]({figs['final_curves']})", ""]
 
   md += ["## Provenance", ""]
-  if records:
-    ident = records[0].get("identity", {})
+  if run_records:
+    ident = run_records[0].identity
     md += [f"- tokenizer fingerprint: `{ident.get('tokenizer', 'n/a')}`"]
     for d, fp in sorted((ident.get("data") or {}).items()):
       md += [f"- data fingerprint `{d}`: `{fp}`"]
-  md += [f"- runs in the store: {len(records)}", "", "Config:", "", "```",
+  md += [f"- runs in the store: {len(run_records)}", "", "Config:", "", "```",
          config.to_json_best_effort(indent=1, sort_keys=True), "```", ""]
   return "\n".join(md), figs
 
@@ -326,11 +326,11 @@ def _inline(text: str) -> str:
                  for k, p in enumerate(parts))
 
 
-def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
+def write_report(config: ml_collections.ConfigDict,
+                 layout: layout_lib.Layout) -> str:
   """Writes report/README.md and report/index.html; returns the HTML path."""
-  md, _ = build_markdown(config, workdir)
-  out = epath.Path(workdir) / "report"
-  for name, text in (("README.md", md),
-                     ("index.html", markdown_to_html(md, config.study))):
-    fileio.atomic_write_text(out / name, text)
-  return str(out / "index.html")
+  md, _ = build_markdown(config, layout)
+  fileio.atomic_write_text(layout.report_markdown, md)
+  fileio.atomic_write_text(layout.report_html,
+                           markdown_to_html(md, config.study))
+  return str(layout.report_html)

@@ -19,8 +19,16 @@ def _cli(*args, timeout=120):
 def test_help_lists_stages():
   r = _cli("--help")
   assert r.returncode == 0
-  for stage in ("ddo", "fit", "project", "train", "report", "all"):
+  for stage in ("ddo", "fit", "project", "final", "train", "report", "all"):
     assert stage in r.stdout
+
+
+def test_stage_train_is_an_alias_of_final(tmp_path):
+  r = _cli("--stage=train", f"--workdir={tmp_path}")
+  assert r.returncode == 2, r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert errors == ["error: --stage=final needs --config=configs/NAME.py "
+                    "(see configs/ for the available studies)"], r.stderr
 
 
 def test_bad_config_value_is_one_line_exit_2(tmp_path):
@@ -105,3 +113,21 @@ def test_project_bad_target_exit_2(tmp_path):
            "--target_tokens=-5", f"--workdir={tmp_path}/out")
   assert r.returncode == 2, r.stderr
   assert [l for l in r.stderr.splitlines() if l.startswith("error:")]
+
+
+@pytest.mark.parametrize("content", [
+    b'{"name": "b0_base_s0", "fingerprint": "0123',  # truncated by a crash
+    b"\x00\xff\xfe garbage \x80",
+    b'["a JSON list, not a record"]',
+], ids=["truncated", "garbage", "not_a_record"])
+def test_corrupt_store_record_is_one_line_exit_2(tmp_path, content):
+  store = tmp_path / "store"
+  store.mkdir()
+  bad = store / "b0_base_s0__0123456789abcdef.json"
+  bad.write_bytes(content)
+  r = _cli("--stage=report", "--config=configs/micro.py",
+           f"--workdir={tmp_path}")
+  assert r.returncode == 2, r.stderr
+  assert "Traceback" not in r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and str(bad) in errors[0], r.stderr

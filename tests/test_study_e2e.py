@@ -43,7 +43,7 @@ def _json(path):
 
 def test_all_stages_ran(study):
   workdir, out = study
-  for k, stage in enumerate(("ddo", "project", "train", "report"), 1):
+  for k, stage in enumerate(("ddo", "project", "final", "report"), 1):
     assert f"=== stage {k}/4: {stage} ===" in out
   # 2 budgets x (2m + 1) DDO runs + 2 final runs, one record each.
   records = sorted(os.listdir(workdir / "store"))

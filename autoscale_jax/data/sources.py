@@ -27,6 +27,7 @@ import logging
 import os
 from typing import Any, Mapping, Sequence
 
+from autoscale_jax import errors
 from autoscale_jax.tfenv import hide_accelerators_from_tf
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 _FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".txt")
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
   """A user error in the data (missing/empty/corrupt file, too few tokens)."""
 
 

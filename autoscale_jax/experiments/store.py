@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from etils import epath
 
+from autoscale_jax import errors
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -34,7 +35,7 @@ _RUNS_METRIC = {"ppl_seq": "ppl", "ppl_tok": "ppl", "ppl": "ppl",
                 "loss": "loss", "bpb": "loss"}
 
 
-class StoreError(ValueError):
+class StoreError(errors.UserError, ValueError):
   """A malformed record or store file (names the file or run)."""
 
 

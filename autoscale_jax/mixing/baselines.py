@@ -25,8 +25,10 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
+from autoscale_jax import errors
 
-class BaselineError(ValueError):
+
+class BaselineError(errors.UserError, ValueError):
   """A one-line user error about a baseline mixture."""
 
 

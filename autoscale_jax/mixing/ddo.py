@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from etils import epath
 
+from autoscale_jax import errors
 from autoscale_jax.experiments.store import atomic_write_json
 from autoscale_jax.mixing import optimize, powerlaw
 
@@ -39,11 +40,11 @@ _BASE_NAME = re.compile(r"^base(_s-?\d+)?$")
 _REL = 1e-9
 
 
-class RunsError(ValueError):
+class RunsError(errors.UserError, ValueError):
   """A malformed RUNS.json (one line: the run and the field)."""
 
 
-class AvailabilityError(ValueError):
+class AvailabilityError(errors.UserError, ValueError):
   """A domain has fewer unique tokens than the plan needs."""
 
 

@@ -24,8 +24,8 @@ Beyond the paper (always reported in "notes"): availability caps with
 re-solving on the free domains, flags for domains pinned at a DDO bound,
 confidence bands carried from the DDO intervals, and a held-out-budget check.
 
-All maths runs in float64 inside a scoped ``jax.enable_x64`` context; the
-global JAX setting is never changed.
+All maths runs in float64 inside :func:`x64.float64` (a scoped
+``jax.enable_x64``); the global JAX setting is never changed.
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autoscale_jax import errors
+from autoscale_jax import records
 from autoscale_jax.fileio import atomic_write_text
+from autoscale_jax.mixing import x64
 
 _MAX_DOUBLINGS = 64
 _BISECT_ITERS = 200
 _TRAJECTORY_POINTS = 24
 _BAND_DRAWS = 512
 _BAND_LEVEL = 0.9
-# Fields naming domains at a DDO bound; ddo.py writes "bound_domains" as
-# {domain: "lower" | "upper"}; a plain list of names is accepted too.
-_BOUND_KEYS = ("bound_domains", "at_bound", "pinned_domains")
 
 # Status codes of the jitted solver.
 _OK = 0
@@ -58,7 +58,7 @@ _NOT_BRACKETED = 3
 _ALL_CAPPED = 4
 
 
-class ProjectionError(ValueError):
+class ProjectionError(errors.UserError, ValueError):
   """A one-line user error about projection inputs."""
 
 
@@ -298,23 +298,6 @@ def _validated(optima: Sequence[Mapping[str, Any]]):
           [names[k] for k in order], order)
 
 
-def _bound_domains(opt: Mapping[str, Any]) -> dict[str, str]:
-  """Domains a DDO optimum reports at a bound: {domain: which bound}."""
-  out: dict[str, str] = {}
-  for key in _BOUND_KEYS:
-    val = opt.get(key)
-    if not val:
-      continue
-    if isinstance(val, Mapping):
-      for d, which in val.items():
-        if which:
-          out[str(d)] = which if isinstance(which, str) else "bound"
-    elif isinstance(val, (list, tuple)):
-      for d in val:
-        out[str(d)] = "bound"
-  return out
-
-
 def _interval_of(val: Any) -> tuple[float, float] | None:
   if isinstance(val, Mapping):
     lo = next((val[k] for k in ("lo", "low", "lower") if k in val), None)
@@ -411,7 +394,7 @@ def _solve_status_message(status: int, target: float, s_min: float,
 
 
 def _run_core(log_a, b, log_cap, target):
-  with jax.enable_x64(True):
+  with x64.float64():
     out = _capped_jit(jnp.asarray(log_a, jnp.float64),
                       jnp.asarray(b, jnp.float64),
                       jnp.asarray(log_cap, jnp.float64),
@@ -589,7 +572,7 @@ def project(optima: Sequence[Mapping[str, Any]], target_tokens: float,
   # Bound flags.
   flags: dict[str, list[dict[str, Any]]] = {}
   for opt, n, bt in zip(sorted_optima, names, budgets):
-    for d, which in _bound_domains(opt).items():
+    for d, which in records.bound_domains(opt).items():
       if d not in domains:
         continue
       flags.setdefault(d, []).append({"budget_tokens": float(bt),
@@ -643,7 +626,7 @@ def _trajectory(mat, budgets, target, domains, log_cap, notes, var):
   grid = np.geomspace(lo, hi, _TRAJECTORY_POINTS)
   grid = np.unique(np.concatenate([grid, budgets, [target]]))
   log_a, b, _ = _model(mat)
-  with jax.enable_x64(True):
+  with x64.float64():
     res = _capped_batch_targets(jnp.asarray(log_a, jnp.float64),
                                 jnp.asarray(b, jnp.float64),
                                 jnp.asarray(log_cap, jnp.float64),
@@ -669,11 +652,8 @@ def _bands(optima, names, domains, budgets, target, log_cap, notes):
   """Monte Carlo bands at the target from per-domain weight intervals."""
   intervals = []
   for opt, n in zip(optima, names):
-    raw = opt.get("intervals")
-    if isinstance(raw, Mapping) and "weights" in raw and isinstance(
-        raw["weights"], Mapping):
-      raw = raw["weights"]
-    if not isinstance(raw, Mapping):
+    raw = records.weight_intervals(opt)
+    if not raw:
       intervals.append(None)
       continue
     iv = {d: _interval_of(raw[d]) for d in domains if d in raw}
@@ -702,7 +682,7 @@ def _bands(optima, names, domains, budgets, target, log_cap, notes):
       la, bb = np.full(m, np.nan), np.full(m, np.nan)
     log_as.append(la)
     bs.append(bb)
-  with jax.enable_x64(True):
+  with x64.float64():
     res = _capped_batch_models(jnp.asarray(np.array(log_as), jnp.float64),
                                jnp.asarray(np.array(bs), jnp.float64),
                                jnp.asarray(log_cap, jnp.float64),

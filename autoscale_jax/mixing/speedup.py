@@ -22,8 +22,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from autoscale_jax import errors
 
-class SpeedupError(ValueError):
+
+class SpeedupError(errors.UserError, ValueError):
   """A one-line user error about training curves."""
 
 

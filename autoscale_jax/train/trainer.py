@@ -29,7 +29,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from autoscale_jax import distributed, models
+from autoscale_jax import distributed, errors, models
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text
 from autoscale_jax.train import metrics as metrics_lib
 from autoscale_jax.train import optim, sharding
@@ -40,7 +40,7 @@ METRIC_NAMES = ("loss", "ppl_tok", "ppl_seq", "bpb")
 State = dict[str, Any]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(errors.UserError, RuntimeError):
   """The training loss became NaN or Inf (the message names the step)."""
 
 

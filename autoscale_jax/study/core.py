@@ -1,0 +1,157 @@
+"""The study context every training stage shares.
+
+:class:`Study` holds the config, the workdir :class:`~layout.Layout`, the
+command-line options, the data bundle (prepared on first use) and the
+experiment store; it knows a run's identity and trains a run only when the
+store lacks its record.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ml_collections
+
+from autoscale_jax import distributed
+from autoscale_jax import records
+from autoscale_jax.data import pipeline
+from autoscale_jax.experiments import store as store_lib
+from autoscale_jax.study import console
+from autoscale_jax.study import layout as layout_lib
+from autoscale_jax.study import options as options_lib
+from autoscale_jax.train import trainer
+
+# Settings that change how a run is executed or logged but not its result
+# (to float round-off): they are left out of a run's identity, so changing
+# them never marks finished runs stale.
+_SPEED_ONLY_TRAIN_KEYS = frozenset({
+    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "swarm",
+    "eval_batch_size", "steps_per_call"})
+_SPEED_ONLY_MODEL_KEYS = frozenset({"remat"})
+
+
+def run_identity(config: ml_collections.ConfigDict,
+                 bundle: pipeline.DataBundle, name: str,
+                 tokens: dict[str, int], seed: int, eval_every: int,
+                 allow_repeat: bool) -> dict[str, Any]:
+  """Everything that determines a run's result; its fingerprint is the key.
+
+  Changing this dict's content changes every fingerprint (existing store
+  records turn stale), so it stays exactly as the store has always used it.
+  """
+  return {
+      "name": name,
+      "model": {k: v for k, v in config.model.to_dict().items()
+                if k not in _SPEED_ONLY_MODEL_KEYS},
+      "train": {k: v for k, v in config.train.to_dict().items()
+                if k not in _SPEED_ONLY_TRAIN_KEYS},
+      "tokenizer": bundle.tokenizer.fingerprint,
+      "data": {d: bundle.fingerprints[d] for d in sorted(tokens)},
+      "tokens": {d: int(tokens[d]) for d in sorted(tokens)},
+      "seed": int(seed),
+      "eval_every_steps": int(eval_every),
+      "allow_repeat": bool(allow_repeat),
+  }
+
+
+class Study:
+  """One study's shared state over one workdir."""
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               layout: layout_lib.Layout, options: options_lib.Options):
+    self.config = config
+    self.layout = layout
+    self.options = options
+    self._bundle: pipeline.DataBundle | None = None
+    self._store: store_lib.ExperimentStore | None = None
+
+  @property
+  def bundle(self) -> pipeline.DataBundle:
+    """The study's data (corpus, tokenizer, token store), prepared once."""
+    if self._bundle is None:
+      console.say("preparing data (corpus, tokenizer, token store) ...")
+      t0 = time.time()
+      self._bundle = pipeline.prepare_data(self.config, str(self.layout.root))
+      avail = ", ".join(f"{d}={n:,}" for d, n in
+                        self._bundle.available_tokens.items())
+      console.say(f"data ready in {time.time() - t0:.1f}s; unique training "
+                  f"tokens: {avail}")
+    return self._bundle
+
+  @property
+  def store(self) -> store_lib.ExperimentStore:
+    if self._store is None:
+      self._store = store_lib.ExperimentStore(self.layout.store)
+    return self._store
+
+  def identity(self, name: str, tokens: dict[str, int], seed: int,
+               eval_every: int = 0) -> dict[str, Any]:
+    return run_identity(self.config, self.bundle, name, tokens, seed,
+                        eval_every, self.options.allow_repeat)
+
+  def fingerprint(self, name: str, tokens: dict[str, int], seed: int,
+                  eval_every: int = 0) -> str:
+    """The store key of a run: the fingerprint of its identity."""
+    return store_lib.fingerprint(self.identity(name, tokens, seed, eval_every))
+
+  def record(self, name: str, fingerprint: str) -> records.RunRecord | None:
+    """The store's record of run ``name`` at ``fingerprint``, or None."""
+    rec = self.store.get(name, fingerprint)
+    return None if rec is None else records.RunRecord.from_json(
+        rec, f"store record {name!r}")
+
+  def batches(self, tokens: dict[str, int], seed: int) -> Any:
+    """The batch source of a run with quotas ``tokens``."""
+    return self.bundle.quota_batches(tokens, seed=seed,
+                                     allow_repeat=self.options.allow_repeat)
+
+  def train_or_load(self, name: str, tokens: dict[str, int], seed: int, *,
+                    label: str, eval_every: int = 0, kind: str | None = None,
+                    mixture: records.Mixture | None = None,
+                    extra: dict[str, Any] | None = None
+                    ) -> records.RunRecord:
+    """Returns the run's record, training it only if the store lacks it."""
+    identity = self.identity(name, tokens, seed, eval_every)
+    fp = store_lib.fingerprint(identity)
+    record = self.record(name, fp)
+    if record is not None:
+      console.say(f"{label}: {name} already done (record {fp[:10]}), reused")
+      return record
+    batches = self.batches(tokens, seed)
+    run_dir = self.layout.run_dir(name, fp)
+    console.say(f"{label}: training {name}: {sum(tokens.values()):,} tokens, "
+                f"{batches.num_steps} steps")
+    t0 = time.time()
+    result = trainer.train_run(
+        self.config, batches, self.bundle.eval_sets(), str(run_dir),
+        vocab_size=self.bundle.tokenizer.vocab_size,
+        eval_every_steps=eval_every,
+        progress_label=f"{label.strip('[]')} {name}")
+    record = records.RunRecord(
+        name=name, fingerprint=fp, identity=identity,
+        tokens=identity["tokens"], seed=int(seed), steps=result["steps"],
+        tokens_trained=result["tokens_per_domain"],
+        final_eval=result["final_eval"], curve=result.get("curve", []),
+        wall_seconds=round(time.time() - t0, 2), run_dir=str(run_dir),
+        kind=kind, mixture=mixture, extra=dict(extra or {}))
+    distributed.write_once(f"record {name}",
+                           lambda: self.store.put(record.to_json()))
+    agg = result["final_eval"]["aggregate"]
+    console.say(f"{label}: {name} done in {record.wall_seconds:.1f}s: "
+                f"loss={agg['loss']:.4f} ppl_seq={agg['ppl_seq']:.2f} "
+                f"bpb={agg['bpb']:.4f}")
+    return record
+
+  def my_share(self, names: list[str]) -> set[str]:
+    """The run names this worker trains (all of them without fan-out)."""
+    o = self.options
+    if o.num_workers is None and o.worker_index is None:
+      return set(names)
+    if o.num_workers is None or o.worker_index is None or not (
+        0 <= o.worker_index < o.num_workers):
+      raise options_lib.StageError(
+          "--worker_index and --num_workers go together, with "
+          "0 <= worker_index < num_workers")
+    return set(distributed.worker_share(names, o.worker_index,
+                                        o.num_workers))

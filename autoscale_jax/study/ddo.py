@@ -1,0 +1,175 @@
+"""Stages ``ddo`` and ``fit``: the proxy runs of every budget, fit and solve.
+
+``ddo`` trains the runs of every DDO budget that the store lacks (as one swarm
+program when that pays off, else one by one), then fits and solves each
+budget whose runs are all done. ``fit`` only fits and solves, from the store.
+"""
+
+from __future__ import annotations
+
+from autoscale_jax import config as config_lib
+from autoscale_jax import distributed
+from autoscale_jax import fileio
+from autoscale_jax import records
+from autoscale_jax.experiments import store as store_lib
+from autoscale_jax.mixing import ddo as ddo_lib
+from autoscale_jax.study import console
+from autoscale_jax.study import core
+from autoscale_jax.train import swarm
+
+# (store name, token quotas, training seed) of one planned run.
+Planned = tuple[str, dict[str, int], int]
+
+
+def plan(study: core.Study, k: int) -> list[records.PlannedRun]:
+  """The planned proxy runs of DDO budget ``k``."""
+  c = study.config
+  return [records.PlannedRun.from_json(r) for r in ddo_lib.plan_runs(
+      list(c.data.domains), float(c.ddo.budgets[k]),
+      base_weights=dict(c.ddo.base_weights) or None,
+      factors=tuple(c.ddo.factors), seeds=tuple(c.ddo.seeds))]
+
+
+def planned(study: core.Study, k: int, run: records.PlannedRun) -> Planned:
+  """(store name, quotas, training seed) of a planned run of budget ``k``."""
+  return (f"b{k}_{run.name}", run.tokens,
+          int(study.config.seed) + int(run.seed))
+
+
+def run_ddo(study: core.Study) -> bool:
+  """Trains the missing proxy runs of every budget, then fits and solves."""
+  c = study.config
+  plans = [plan(study, k) for k in range(len(c.ddo.budgets))]
+  for p in plans:  # check every budget before training anything
+    ddo_lib.check_availability([r.to_json() for r in p],
+                               study.bundle.available_tokens,
+                               allow_repeat=study.options.allow_repeat)
+  _say_status(study, [planned(study, k, run) for k, p in enumerate(plans)
+                      for run in p])
+  complete = True
+  for k, p in enumerate(plans):
+    mine = study.my_share([r.name for r in p])
+    console.say(
+        f"\nDDO budget {k + 1}/{len(plans)}: {c.ddo.budgets[k]:.4g} tokens, "
+        f"{len(p)} runs" + (f" ({len(mine)} on this worker)"
+                            if len(mine) != len(p) else ""))
+    if c.train.swarm != "off":
+      _train_swarm(study, k, [r for r in p if r.name in mine])
+    for i, run in enumerate(p, 1):
+      if run.name not in mine:
+        continue
+      name, tokens, seed = planned(study, k, run)
+      study.train_or_load(
+          name, tokens, seed, label=f"[ddo b{k + 1} {i}/{len(p)}]",
+          kind="ddo",
+          extra={"budget_index": k, "budget_tokens": float(c.ddo.budgets[k]),
+                 "domain": run.domain, "factor": run.factor,
+                 "plan_seed": int(run.seed)})
+    complete = fit_budget(study, k, p) and complete
+  return complete
+
+
+def run_fit(study: core.Study) -> bool:
+  """Fits and solves every budget from the store's records."""
+  ok = True
+  for k in range(len(study.config.ddo.budgets)):
+    ok = fit_budget(study, k, plan(study, k)) and ok
+  return ok
+
+
+def _train_swarm(study: core.Study, k: int,
+                 runs: list[records.PlannedRun]) -> None:
+  """Trains the budget's missing runs together as one program (a swarm).
+
+  Each member writes its result.json in its own run directory, so the
+  per-run loop that follows finds them finished and writes the records
+  exactly as for runs trained one by one.
+  """
+  todo = []
+  for run in runs:
+    name, tokens, seed = planned(study, k, run)
+    fp = study.fingerprint(name, tokens, seed)
+    if study.store.get(name, fp) is None:
+      todo.append((name, tokens, seed, fp))
+  if len(todo) < 2:
+    return
+  label = f"[ddo b{k + 1} swarm]"
+  sources = [study.batches(t, s) for _, t, s, _ in todo]
+  vocab = study.bundle.tokenizer.vocab_size
+  layout = study.config.train.swarm
+  if layout == "auto":
+    try:
+      m = swarm.calibrate(study.config, vocab, sources)
+    except MemoryError as e:
+      console.say(f"{label}: one by one: {e}")
+      return
+    use = distributed.agree(m["speedup"] >= config_lib.SWARM_MIN_SPEEDUP)
+    layout = "scan" if distributed.agree(m["layout"] == "scan") else "vmap"
+    console.say(
+        f"{label}: one step of {m['runs']} runs: {m['runs']} x "
+        f"{m['single_s'] * 1e3:,.1f} ms one by one, "
+        f"{m['vmap_s'] * 1e3:,.1f} ms as one vmap program, "
+        f"{m['scan_s'] * 1e3:,.1f} ms as one scan program "
+        f"({m['speedup']:.2f}x): "
+        + (f"swarm ({layout})" if use else
+           f"one by one (the swarm needs >= {config_lib.SWARM_MIN_SPEEDUP}x;"
+           " --config.train.swarm=vmap or =scan forces it)"))
+    if not use:
+      return
+  console.say(f"{label}: training {len(todo)} runs as one program ({layout})")
+  swarm.train_swarm(
+      study.config,
+      sources,
+      study.bundle.eval_sets(),
+      [str(study.layout.run_dir(n, fp)) for n, _, _, fp in todo],
+      vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm", layout=layout)
+
+
+def _say_status(study: core.Study, runs: list[Planned]) -> None:
+  """Prints how many planned runs are done, to train, or stale."""
+  keyed = [(name, study.fingerprint(name, t, s)) for name, t, s in runs]
+  status = study.store.status(keyed)
+  console.say(f"store: {len(status['done'])} of {len(keyed)} DDO runs done, "
+              f"{len(status['missing'])} to train")
+  for st in status["stale"]:
+    console.say(
+        f"store: stale record for {st['name']} (fingerprint "
+        f"{st['fingerprint'][:10]}, expected {st['expected'][:10]}: the "
+        "config, data or tokenizer changed); it is kept but not reused")
+
+
+def fit_budget(study: core.Study, k: int,
+               runs: list[records.PlannedRun]) -> bool:
+  """Fits and solves budget ``k`` if all its runs are done; writes its files."""
+  c = study.config
+  done, missing = [], []
+  for run in runs:
+    name, tokens, seed = planned(study, k, run)
+    rec = study.record(name, study.fingerprint(name, tokens, seed))
+    if rec is None:
+      missing.append(name)
+    else:
+      done.append(rec)
+  if missing:
+    console.say(
+        f"DDO budget {k + 1}: {len(missing)} runs not finished yet "
+        f"({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); "
+        "run --stage=fit once every worker is done.")
+    return False
+  runs_json = store_lib.to_runs_json([r.to_json() for r in done],
+                                     c.ddo.metric)
+  mixture = records.Mixture.from_json(ddo_lib.fit_and_solve(
+      runs_json, metric=c.ddo.metric,
+      target_domains=dict(c.ddo.target_domains) or None,
+      upper_bound=bool(c.ddo.upper_bound), bootstrap=int(c.ddo.bootstrap),
+      seed=int(c.seed)))
+  layout = study.layout
+
+  def write():
+    layout.budget_dir(k).mkdir(parents=True, exist_ok=True)
+    fileio.atomic_write_json(layout.budget_runs(k), runs_json)
+    ddo_lib.write_mixture(str(layout.budget_mixture(k)), mixture.to_json())
+  distributed.write_once(f"fit budget {k}", write)
+  console.print_mixture(f"DDO optimum at {c.ddo.budgets[k]:.4g} tokens",
+                        mixture)
+  return True
