@@ -32,13 +32,12 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from autoscale_jax.data import pipeline as pipeline_lib
+from autoscale_jax import names
 from autoscale_jax.data.sources import DataError
 from autoscale_jax.tfenv import hide_accelerators_from_tf
 
 
-def task_name(study_name: str, domain: str) -> str:
-  """Registry name of a domain's Task (letters, digits, '_' only)."""
-  return re.sub(r"[^\w]", "_", f"{study_name}__{domain}")
+task_name = names.seqio_task_name
 
 
 def _chunk_splits(stream: np.ndarray, eos_id: int, chunk: int) -> np.ndarray:

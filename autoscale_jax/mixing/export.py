@@ -7,7 +7,7 @@
 * ``mixture_plain.json``: weights, integer tokens, max epochs, paths.
 * ``mixture.csv``: ``domain,weight,tokens,max_epochs,available_tokens,path``.
 * ``mixture_seqio.py``: seqio ``MixtureRegistry.add`` over the study's Task
-  names (``data/tasks.py:task_name``) or the user's.
+  names (``names.seqio_task_name``, as ``data/tasks.py`` registers them) or the user's.
 * ``mixture_grain.txt``: MaxText ``grain_train_files``
   (``path,weight;path,weight``).
 * ``mixture_grain.json``: MaxText ``grain_train_mixture_config_path``.
@@ -44,9 +44,9 @@ import re
 import shlex
 from typing import Any, Callable, Mapping
 
-from autoscale_jax.data.tasks import task_name
 from autoscale_jax.errors import UserError
 from autoscale_jax.fileio import atomic_write_text
+from autoscale_jax.names import seqio_task_name as task_name
 from autoscale_jax.mixing.baselines import largest_remainder
 
 WEIGHTS_FILE = "mixture_weights.json"

@@ -36,12 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autoscale_jax import errors
 from autoscale_jax.mixing.x64 import float64
 
 _BISECT_ITERS = 120
 
 
-class InfeasibleError(ValueError):
+class InfeasibleError(errors.UserError, ValueError):
   """The bounds cannot meet the budget (sum of lower bounds > total, ...)."""
 
 
