@@ -55,6 +55,8 @@ RULES = [
     ("project.target_tokens", 0.0, "project.target_tokens", "> 0"),
     ("project.target_tokens", 100.0, "project.target_tokens",
      "largest DDO budget"),
+    ("project.estimator", "median", "project.estimator",
+     "allowed: paper, joint, shrink"),
     ("final.mixtures", [], "final.mixtures", "at least one"),
 ]
 
