@@ -38,6 +38,13 @@ and returns a mixture dict in the mixture.json format (``budget_tokens``,
   estimate of the factor minimising the expected squared error of
   ``(1 - l) w + l w0`` (the positive-part James-Stein form). No interval
   (no noise estimate) means l = 0: exactly the paper's rule.
+* ``project_shrink``: the paper's projection first, then the same shrinkage
+  of the projected weights toward the base mixture (within availability
+  caps), with ``sd_i`` from the projection's Monte Carlo band (which carries
+  the rule's amplification of the DDO noise). No band means l = 0.
+
+docs/method.md ("Estimators on the simulator") compares them on simulated
+truths at the noise measured on the embedded corpus.
 
 All estimators return weights summing to 1 and tokens summing to the target.
 """
