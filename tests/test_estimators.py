@@ -69,6 +69,12 @@ def test_shrink_without_variance_is_the_paper_exactly():
     assert got["weights"] == paper["weights"], name
 
 
+def test_ddo_last_reuses_the_largest_budget_optimum():
+  _, inp = _study(7, noise=0.01)
+  got = estimators.estimate("ddo_last", inp, 2e6)
+  assert got["weights"] == pytest.approx(inp.optima[-1]["weights"], abs=1e-12)
+
+
 def test_shrinkage_formula():
   opt = {"weights": {"a": 0.6, "b": 0.4}, "budget_tokens": 100.0,
          "intervals": {"a": [0.5, 0.7], "b": [0.3, 0.5]},

@@ -42,6 +42,8 @@ and returns a mixture dict in the mixture.json format (``budget_tokens``,
   of the projected weights toward the base mixture (within availability
   caps), with ``sd_i`` from the projection's Monte Carlo band (which carries
   the rule's amplification of the DDO noise). No band means l = 0.
+* ``ddo_last``: the largest budget's DDO weights reused at the target (no
+  projection; the paper's "DDO weights at a different budget" baseline).
 
 docs/method.md ("Estimators on the simulator") compares them on simulated
 truths at the noise measured on the embedded corpus.
@@ -241,7 +243,7 @@ def _shrink(inp: EstimatorInput, target: float, **_) -> dict[str, Any]:
 
 def capped_base(w0: np.ndarray, caps: np.ndarray | None, target: float
                 ) -> np.ndarray:
-  """Base mixture tokens at the target, within caps (the rest re-spread
+  """Tokens of mixture w0 at the target, within caps (the rest re-spread
   over the uncapped domains in proportion to w0)."""
   tokens = w0 * target
   if caps is None:
@@ -291,6 +293,25 @@ def _project_shrink(inp: EstimatorInput, target: float, **_
                  [note] + proj_notes, shrinkage=lam,
                  projected_variance=var, paper=dict(
                      paper_fields, weights=out["weights"]))
+
+
+def _ddo_last(inp: EstimatorInput, target: float, **_) -> dict[str, Any]:
+  """The largest budget's DDO weights reused at the target (no projection)."""
+  doms = inp.domains
+  last = max(inp.optima, key=lambda o: float(o["budget_tokens"]))
+  w = np.array([float(last["weights"][d]) for d in doms])
+  w = w / w.sum()
+  caps = _caps(inp, target)
+  notes = [f"The DDO optimum at the largest budget "
+           f"({float(last['budget_tokens']):.6g} tokens) reused at "
+           f"{target:.6g} tokens, without projection (the paper's 'DDO "
+           "weights found at a different budget' baseline)."]
+  tokens = capped_base(w, caps, target)
+  if caps is not None and np.any(tokens < w * target * (1 - 1e-12)):
+    notes.append("Availability caps bind; the capped domains' share was "
+                 "re-spread over the others in proportion to these weights.")
+  return _finish(doms, tokens, target, "ddo_last", notes,
+                 source_budget_tokens=float(last["budget_tokens"]))
 
 
 # ------------------------------------------------------------------ joint
@@ -570,6 +591,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "joint": _joint,
     "shrink": _shrink,
     "project_shrink": _project_shrink,
+    "ddo_last": _ddo_last,
 }
 NAMES = tuple(ESTIMATORS)
 
