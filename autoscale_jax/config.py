@@ -133,6 +133,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.project = ml_collections.ConfigDict()
   c.project.target_tokens = 8.0e5
   c.project.max_epochs = 1.0
+  # How the target mixture is estimated from the DDO studies: a name in
+  # autoscale_jax.mixing.estimators.NAMES ("paper" is the paper's rule).
+  c.project.estimator = "paper"
 
   c.final = ml_collections.ConfigDict()
   c.final.mixtures = ("projected", "uniform", "ddo_small")
@@ -337,6 +340,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   # project / final
   _positive_number(c, "project.target_tokens")
   _positive_number(c, "project.max_epochs")
+  from autoscale_jax.mixing import estimators  # pylint: disable=g-import-not-at-top
+  _choice(c, "project.estimator", estimators.NAMES)
   if c.project.target_tokens <= max(budgets):
     _fail("project.target_tokens", c.project.target_tokens,
           f"must exceed the largest DDO budget {max(budgets):g}")

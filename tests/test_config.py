@@ -56,6 +56,8 @@ RULES = [
     ("project.target_tokens", 0.0, "project.target_tokens", "> 0"),
     ("project.target_tokens", 100.0, "project.target_tokens",
      "largest DDO budget"),
+    ("project.estimator", "median", "project.estimator",
+     "allowed: paper, joint, shrink"),
     ("final.mixtures", [], "final.mixtures", "at least one"),
     ("final.seeds", (), "final.seeds", "at least one seed"),
     ("final.seeds", (0, -1), "final.seeds", "integers >= 0 (bad: -1)"),

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from autoscale_jax.mixing import optimize
+from autoscale_jax.mixing import ddo, optimize
 
 
 @dataclasses.dataclass
@@ -155,3 +155,58 @@ def simulate_runs(plan: Sequence[Mapping], truth: PowerLawTruth,
       out["seed"] = int(run["seed"])
     runs.append(out)
   return {"metric": metric, "runs": runs}
+
+
+TRUTH_FAMILIES = {
+    # name: (A low, A high) in tokens.
+    "small_offset": (10.0, 100.0),   # the paper's assumption: its rule is exact
+    "large_offset": (1e4, 1e5),      # offsets comparable to the DDO quantities
+}
+
+
+def random_truth(rng: np.random.Generator, domains: Sequence[str],
+                 family: str = "small_offset", ref_budget: float = 1e5,
+                 factors: tuple[float, float] = (0.2, 3.0),
+                 effect: tuple[float, float] = (0.05, 0.3),
+                 exponent: tuple[float, float] = (0.2, 0.6)
+                 ) -> PowerLawTruth:
+  """A random separable truth ``1 + sum_i k_i (N_i + A_i)^(-B_i)``.
+
+  Every evaluated domain equals that aggregate (so any target weighting gives
+  the same metric). ``B ~ U(exponent)``, ``A ~ U(TRUTH_FAMILIES[family])``
+  tokens, and ``k_i`` such that domain i's drop between ``factors[0]`` and
+  ``factors[1]`` times its uniform share of ``ref_budget`` is ``c_i (f0^-B -
+  f1^-B)`` with ``c_i ~ U(effect)``: the drop a zero-offset law with the
+  amplitude ``c_i`` at the base quantity would give, so both families have
+  the same distribution of DDO effects and differ in shape only.
+  """
+  m = len(domains)
+  lo_a, hi_a = TRUTH_FAMILIES[family]
+  b = rng.uniform(*exponent, m)
+  a = rng.uniform(lo_a, hi_a, m)
+  c = rng.uniform(*effect, m)
+  n0 = ref_budget / m
+  f0, f1 = factors
+  drop = np.power(f0 * n0 + a, -b) - np.power(f1 * n0 + a, -b)
+  k = c * (np.power(f0, -b) - np.power(f1, -b)) / drop
+  return PowerLawTruth(list(domains), a, b, np.tile(k, (m, 1)), np.ones(m))
+
+
+def simulate_study(truth: PowerLawTruth, budgets: Sequence[float],
+                   base_weights: Mapping[str, float] | None = None,
+                   factors: Sequence[float] = (0.2, 3.0),
+                   seeds: Sequence[int] = (0, 1), noise: float = 0.0,
+                   seed: int = 0, bootstrap: int = 200, metric: str = "ppl"
+                   ) -> tuple[list[dict], list[dict]]:
+  """Simulated DDO studies at each budget: (RUNS.json dicts, DDO optima).
+
+  Each budget's runs get their own noise draws (``seed`` and the budget's
+  index); the optima are :func:`ddo.fit_and_solve` on them.
+  """
+  runs, optima = [], []
+  for j, budget in enumerate(budgets):
+    plan = ddo.plan_runs(truth.domains, budget, base_weights, factors, seeds)
+    r = simulate_runs(plan, truth, noise, seed=seed * 1009 + j, metric=metric)
+    runs.append(r)
+    optima.append(ddo.fit_and_solve(r, bootstrap=bootstrap, seed=seed))
+  return runs, optima
