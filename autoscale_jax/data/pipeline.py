@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from autoscale_jax.data import fixture as fixture_lib
 from autoscale_jax.data import sources
 from autoscale_jax.data import token_store
 from autoscale_jax.data import tokenizers as tok_lib
+from autoscale_jax.data import windows as windows_lib
 from autoscale_jax.data.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -39,13 +41,8 @@ log = logging.getLogger(__name__)
 EVAL_MASK_SEED = 20240729  # BERT eval masking: fixed, independent of runs.
 
 
-def _domain_key(domain: str) -> int:
-  return int.from_bytes(hashlib.sha256(domain.encode()).digest()[:8], "little")
-
-
-def _rng(*keys: int) -> np.random.Generator:
-  return np.random.default_rng(
-      np.random.SeedSequence([int(k) % (1 << 64) for k in keys]))
+_domain_key = windows_lib.domain_key
+_rng = windows_lib.rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,14 +91,17 @@ def _empty_batch(n: int, L: int, pad_id: int, bert: bool) -> dict:
 class QuotaBatches:
   """A run of exactly ``tokens[d]`` training tokens per domain, by step.
 
-  Each domain's training stream is cut into non-overlapping windows (LM:
-  ``L + 1`` tokens with stride ``L``, inputs ``w[:-1]``, targets ``w[1:]``;
-  BERT: ``L - 2`` content tokens, the row is [CLS] + content + [SEP]). The
-  window order is a permutation keyed by ``(seed, domain)`` only, so two runs
-  that differ in one domain's quota read the same windows of the others (the
-  smaller quota's windows are a prefix of the larger's). Domain ``d`` gets
-  ``R_d = ceil(q_d / C)`` rows (C = L for LM, L - 2 for BERT); its last row
-  counts only the remainder, so realised counts equal the quotas exactly:
+  The rows are the packed windows of each domain's seqio Task (see
+  ``windows.py``), read from the Task's ``WindowSource`` by index, so
+  ``batch(step)`` is a pure function of the step (resume = start at step k,
+  no replay) and a host reads only the windows of its own rows.
+
+  The window order is a permutation keyed by ``(seed, domain, epoch)`` only,
+  so two runs that differ in one domain's quota read the same windows of the
+  others (the smaller quota's windows are a prefix of the larger's). Domain
+  ``d`` gets ``R_d = ceil(q_d / C)`` rows (C = L for LM, L - 2 for BERT); its
+  last row counts only the remainder, so realised counts equal the quotas
+  exactly:
 
   * LM: ``sum(weights)`` over domain ``d``'s rows equals ``q_d``;
   * BERT: the count of content tokens seen (``segment_ids > 0`` minus
@@ -111,29 +111,47 @@ class QuotaBatches:
   ``j`` of domain ``d``, seeded offset ``u_d``), so every stretch of training
   sees the mixture. ``num_steps = ceil(total_rows / B)``; a final partial
   batch is padded with all-zero-weight rows (``padded_final_step``).
+  :meth:`dataset` streams the same batches through a seqio Mixture of the
+  domain Tasks.
+
+  Args:
+    sources: ``{domain: WindowSource}`` (``windows.get_window_source``).
+    tokens: training tokens per domain (a subset of the sources' domains).
+    seed: the run's seed (window order, interleave, BERT masking).
+    batch_size: the global batch.
+    pad_id: padding id.
+    mlm: BERT masking (None for LM); must match the sources' layout.
+    allow_repeat: allow quotas beyond the unique tokens (later epochs).
+    task_names: ``{domain: registered Task name}`` (for :meth:`dataset`).
   """
 
-  def __init__(self, streams: Mapping[str, np.ndarray],
-               tokens: Mapping[str, float], *, seed: int, seq_len: int,
-               batch_size: int, pad_id: int, mlm: MLMSpec | None = None,
-               allow_repeat: bool = False):
-    self.domains = list(streams)
+  def __init__(self, sources: Mapping[str, object],
+               tokens: Mapping[str, float], *, seed: int, batch_size: int,
+               pad_id: int, mlm: MLMSpec | None = None,
+               allow_repeat: bool = False,
+               task_names: Mapping[str, str] | None = None):
+    self.domains = list(sources)
+    self._sources = dict(sources)
+    self.task_names = dict(task_names or {})
+    first = self._sources[self.domains[0]]
     self.seed = int(seed)
-    self.seq_len = L = int(seq_len)
+    self.seq_len = L = int(first.seq_len)
     self.batch_size = int(batch_size)
     self.pad_id = int(pad_id)
     self.mlm = mlm
     self.bert = mlm is not None
-    self.chunk = C = L - 2 if self.bert else L
+    if any(s.bert != self.bert or s.seq_len != L
+           for s in self._sources.values()):
+      raise ValueError("window sources disagree on seq_len or model kind")
+    self.chunk = C = windows_lib.content_per_row(L, self.bert)
     if C < 1:
       raise DataError(f"train.seq_len={L} is too short for this model kind")
-    self._streams = dict(streams)
     self.tokens_per_domain: dict[str, int] = {}
     self.windows: dict[str, int] = {}
     self.rows_per_domain: dict[str, int] = {}
     self.epochs: dict[str, float] = {}
     for d, q in tokens.items():
-      if d not in streams:
+      if d not in self._sources:
         raise DataError(f"quota names unknown domain {d!r}; known: "
                         f"{', '.join(self.domains)}")
       if not isinstance(q, (int, float, np.integer, np.floating)) or not (
@@ -142,7 +160,7 @@ class QuotaBatches:
                         "be finite and >= 0")
       q = int(round(float(q)))
       self.tokens_per_domain[d] = q
-      w = self._num_windows(len(streams[d]))
+      w = self._sources[d].num_windows("train")
       avail = w * C
       self.windows[d] = w
       if q > avail and not allow_repeat:
@@ -159,11 +177,6 @@ class QuotaBatches:
       raise DataError(f"the run {dict(tokens)} asks for no tokens at all")
     self._build_order()
     self._perms: dict[tuple[str, int], np.ndarray] = {}
-
-  def _num_windows(self, n: int) -> int:
-    if self.bert:
-      return n // self.chunk
-    return max(n - 1, 0) // self.chunk
 
   def _build_order(self) -> None:
     keys, doms, rows = [], [], []
@@ -187,8 +200,8 @@ class QuotaBatches:
   def _perm(self, d: str, epoch: int) -> np.ndarray:
     key = (d, epoch)
     if key not in self._perms:
-      self._perms[key] = _rng(self.seed, _domain_key(d), epoch).permutation(
-          self.windows[d])
+      self._perms[key] = windows_lib.window_permutation(
+          self.seed, d, epoch, self.windows[d])
     return self._perms[key]
 
   def _window_ids(self, d: str, j: np.ndarray) -> np.ndarray:
@@ -219,53 +232,63 @@ class QuotaBatches:
     out[ok] = self._row_domain[rows[ok]]
     return out
 
+  def batch_windows(self, step: int, shard: int = 0, num_shards: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(domain index, per-domain row j, window id) of each row; -1 = pad."""
+    rows = self._rows(step, shard, num_shards)
+    dom = np.full(len(rows), -1, np.int32)
+    jj = np.full(len(rows), -1, np.int64)
+    win = np.full(len(rows), -1, np.int64)
+    ok = rows < self.num_rows
+    dom[ok] = self._row_domain[rows[ok]]
+    jj[ok] = self._row_j[rows[ok]]
+    for di in np.unique(dom[ok]):
+      sel = dom == di
+      win[sel] = self._window_ids(self.domains[int(di)], jj[sel])
+    return dom, jj, win
+
   def batch(self, step: int, shard: int = 0, num_shards: int = 1
             ) -> dict[str, np.ndarray]:
     """The rows of ``shard`` (of ``num_shards``) at ``step``; pure function."""
     rows = self._rows(step, shard, num_shards)
-    L, C = self.seq_len, self.chunk
-    b = _empty_batch(len(rows), L, self.pad_id, self.bert)
-    ok = np.nonzero(rows < self.num_rows)[0]
-    if len(ok) == 0:
-      return b
-    dom = self._row_domain[rows[ok]]
-    jj = self._row_j[rows[ok]]
-    for di in np.unique(dom):
+    dom, jj, win = self.batch_windows(step, shard, num_shards)
+    b = _empty_batch(len(rows), self.seq_len, self.pad_id, self.bert)
+    for di in np.unique(dom[dom >= 0]):
       d = self.domains[int(di)]
-      sel = dom == di
-      local = ok[sel]
-      j = jj[sel]
-      win = self._window_ids(d, j)
-      stream = self._streams[d]
-      q = self.tokens_per_domain[d]
-      # Tokens of each row that count: C, or the remainder on the last row.
-      count = np.minimum(C, q - j * C)
-      if not self.bert:
-        idx = win[:, None] * C + np.arange(L + 1)[None, :]
-        w = stream[idx]
-        b["inputs"][local] = w[:, :-1]
-        b["targets"][local] = w[:, 1:]
-        b["weights"][local] = (np.arange(L)[None, :] < count[:, None])
-        b["segment_ids"][local] = 1
-        b["positions"][local] = np.arange(L)[None, :]
-      else:
-        content = stream[win[:, None] * C + np.arange(C)[None, :]]
-        for k, r in enumerate(local):
-          n = int(count[k])
-          row = np.full(L, self.pad_id, np.int32)
-          row[0] = self.mlm.cls_id
-          row[1:n + 1] = content[k, :n]
-          row[n + 1] = self.mlm.sep_id
-          is_content = np.zeros(L, bool)
-          is_content[1:n + 1] = True
-          rng = _rng(self.seed, step, int(rows[r]), 0xBE27)
-          inp, wts = mlm_mask(row, is_content, rng, self.mlm)
-          b["inputs"][r] = inp
-          b["targets"][r] = row
-          b["weights"][r] = wts
-          b["segment_ids"][r, :n + 2] = 1
-          b["positions"][r, :n + 2] = np.arange(n + 2)
+      local = np.nonzero(dom == di)[0]
+      w = self._sources[d].windows("train", win[local])
+      self._fill(b, local, rows[local], jj[local], w, d, step)
     return b
+
+  def _fill(self, b: dict, local: np.ndarray, rows: np.ndarray,
+            j: np.ndarray, w: np.ndarray, d: str, step: int) -> None:
+    """Writes the windows ``w`` of domain ``d`` into rows ``local`` of ``b``."""
+    L, C = self.seq_len, self.chunk
+    # Tokens of each row that count: C, or the remainder on the last row.
+    count = np.minimum(C, self.tokens_per_domain[d] - j * C)
+    if not self.bert:
+      b["inputs"][local] = w[:, :-1]
+      b["targets"][local] = w[:, 1:]
+      b["weights"][local] = (np.arange(L)[None, :] < count[:, None])
+      b["segment_ids"][local] = 1
+      b["positions"][local] = np.arange(L)[None, :]
+      return
+    for k, r in enumerate(local):
+      n = int(count[k])
+      row = np.full(L, self.pad_id, np.int32)
+      row[0] = self.mlm.cls_id
+      row[1:n + 1] = w[k, :n]
+      row[n + 1] = self.mlm.sep_id
+      is_content = np.zeros(L, bool)
+      is_content[1:n + 1] = True
+      inp, wts = mlm_mask(row, is_content,
+                          _rng(self.seed, step, int(rows[k]), 0xBE27),
+                          self.mlm)
+      b["inputs"][r] = inp
+      b["targets"][r] = row
+      b["weights"][r] = wts
+      b["segment_ids"][r, :n + 2] = 1
+      b["positions"][r, :n + 2] = np.arange(n + 2)
 
   def __iter__(self):
     for s in range(self.num_steps):
@@ -293,6 +316,7 @@ class DataBundle:
   num_docs: dict[str, int]
   corpus_dir: str | None = None
   cache_dir: str | None = None
+  seqio_vocabulary: object | None = None  # data.source=seqio: the Tasks'
   _eval_cache: dict | None = dataclasses.field(default=None, repr=False)
 
   @property
@@ -309,14 +333,45 @@ class DataBundle:
     return MLMSpec(t.cls_id, t.sep_id, t.mask_id, t.pad_id,
                    self.mlm_probability, t.normal_ids())
 
+  @property
+  def task_prefix(self) -> str:
+    """Prefix of this data's window Task names (a function of the data)."""
+    h = hashlib.sha256(json.dumps(
+        [self.tokenizer.fingerprint, self.model_kind, self.seq_len,
+         [[d, self.fingerprints[d], len(self.train_streams[d]),
+           len(self.heldout_streams[d])] for d in self.domains]]).encode())
+    return f"autoscale_{h.hexdigest()[:12]}"
+
+  def window_tasks(self) -> dict[str, str]:
+    """Registers one window Task per domain (once); ``{domain: task name}``.
+
+    Each Task's ``train`` split is the domain's training stream and its
+    ``validation`` split the held-out stream, cut into packed windows (see
+    ``windows.py``); the vocabulary is the tokenizer's seqio vocabulary.
+    """
+    import seqio  # pylint: disable=g-import-not-at-top
+    names = {d: windows_lib.window_task_name(self.task_prefix, d)
+             for d in self.domains}
+    if all(n in seqio.TaskRegistry.names() for n in names.values()):
+      return names
+    vocab = self.seqio_vocabulary or self.tokenizer.seqio_vocabulary()
+    for d, name in names.items():
+      source = windows_lib.window_source(
+          d, {"train": self.train_streams[d],
+              "validation": self.heldout_streams[d]},
+          self.seq_len, self.bert)
+      windows_lib.register_window_task(name, source, vocab)
+    return names
+
   def quota_batches(self, tokens: Mapping[str, float], seed: int,
                     allow_repeat: bool = False) -> QuotaBatches:
-    """A run of exactly ``tokens[d]`` training tokens per domain."""
+    """A run of exactly ``tokens[d]`` training tokens per domain (seqio)."""
+    names = self.window_tasks()
     return QuotaBatches(
-        {d: self.train_streams[d] for d in self.domains}, tokens, seed=seed,
-        seq_len=self.seq_len, batch_size=self.batch_size,
+        {d: windows_lib.get_window_source(names[d]) for d in self.domains},
+        tokens, seed=seed, batch_size=self.batch_size,
         pad_id=self.tokenizer.pad_id, mlm=self.mlm_spec(),
-        allow_repeat=allow_repeat)
+        allow_repeat=allow_repeat, task_names=names)
 
   def eval_sets(self) -> dict[str, dict[str, np.ndarray]]:
     """Fixed held-out rows per domain (same for every run of the study).
