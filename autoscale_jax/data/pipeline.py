@@ -257,15 +257,16 @@ class QuotaBatches:
       d = self.domains[int(di)]
       local = np.nonzero(dom == di)[0]
       w = self._sources[d].windows("train", win[local])
-      self._fill(b, local, rows[local], jj[local], w, d, step)
+      # Tokens of each row that count: C, or the remainder on the last row.
+      count = np.minimum(self.chunk,
+                         self.tokens_per_domain[d] - jj[local] * self.chunk)
+      self._fill(b, local, rows[local], count, w, step)
     return b
 
   def _fill(self, b: dict, local: np.ndarray, rows: np.ndarray,
-            j: np.ndarray, w: np.ndarray, d: str, step: int) -> None:
-    """Writes the windows ``w`` of domain ``d`` into rows ``local`` of ``b``."""
-    L, C = self.seq_len, self.chunk
-    # Tokens of each row that count: C, or the remainder on the last row.
-    count = np.minimum(C, self.tokens_per_domain[d] - j * C)
+            count: np.ndarray, w: np.ndarray, step: int) -> None:
+    """Writes windows ``w`` (``count`` tokens counting) into rows ``local``."""
+    L = self.seq_len
     if not self.bert:
       b["inputs"][local] = w[:, :-1]
       b["targets"][local] = w[:, 1:]
@@ -289,6 +290,65 @@ class QuotaBatches:
       b["weights"][r] = wts
       b["segment_ids"][r, :n + 2] = 1
       b["positions"][r, :n + 2] = np.arange(n + 2)
+
+  def mixture(self):
+    """Registers and returns this run's ``seqio.Mixture`` of the domain Tasks.
+
+    Its ``sample_fn`` interleaves the Tasks' shuffled window streams in this
+    run's row order (``tf.data.Dataset.choose_from_datasets``), so the
+    Mixture yields exactly the rows of :meth:`batch`, in order: exact
+    quotas, not per-example sampling. Needs ``task_names``.
+    """
+    import seqio  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    used = [d for d in self.domains if self.rows_per_domain.get(d, 0) > 0]
+    if not all(d in self.task_names for d in used):
+      raise ValueError("mixture() needs the domains' registered task_names")
+    for d in used:
+      src = self._sources[d]
+      src.shuffled_epochs = max(src.shuffled_epochs, -(
+          -self.rows_per_domain[d] // self.windows[d]))
+    position = np.full(len(self.domains), -1, np.int64)
+    position[[self._dom_index[d] for d in used]] = np.arange(len(used))
+    choice = position[self._row_domain]
+
+    def sample_fn(datasets, rates, seed):
+      del rates, seed  # the order is the run's schedule, not sampled
+      return tf.data.Dataset.choose_from_datasets(
+          datasets, tf.data.Dataset.from_tensor_slices(choice),
+          stop_on_empty_dataset=True)
+
+    tag = hashlib.sha256(json.dumps(
+        [self.seed, sorted(self.tokens_per_domain.items())]).encode())
+    name = (f"{self.task_names[used[0]].rsplit('__', 2)[0]}__quota_"
+            f"{tag.hexdigest()[:12]}")
+    seqio.MixtureRegistry.remove(name)
+    return seqio.MixtureRegistry.add(
+        name, [(self.task_names[d], self.tokens_per_domain[d]) for d in used],
+        sample_fn=sample_fn)
+
+  def dataset(self, start_step: int = 0):
+    """Batches ``start_step..num_steps - 1`` streamed through :meth:`mixture`.
+
+    Equal to ``[batch(s) for s in range(start_step, num_steps)]`` (one host);
+    starting late skips ``start_step * batch_size`` rows of the tf.data
+    stream (cost linear in the rows skipped; :meth:`batch` is O(1) instead).
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    ds = self.mixture().get_dataset(None, split="train", shuffle=True,
+                                    seed=self.seed, num_epochs=1)
+    counts = np.minimum(self.chunk, np.asarray(
+        [self.tokens_per_domain[self.domains[d]] for d in self._row_domain])
+        - self._row_j * self.chunk)
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(counts)))
+    ds = ds.skip(start_step * self.batch_size).batch(self.batch_size)
+    for k, (ex, count) in enumerate(ds.as_numpy_iterator()):
+      step = start_step + k
+      n = len(count)
+      rows = step * self.batch_size + np.arange(n)
+      b = _empty_batch(self.batch_size, self.seq_len, self.pad_id, self.bert)
+      self._fill(b, np.arange(n), rows, count, ex["targets"], step)
+      yield b
 
   def __iter__(self):
     for s in range(self.num_steps):
