@@ -30,6 +30,7 @@ from typing import Mapping
 import numpy as np
 
 from autoscale_jax.data import fixture as fixture_lib
+from autoscale_jax.data import seqio_source
 from autoscale_jax.data import sources
 from autoscale_jax.data import token_store
 from autoscale_jax.data import tokenizers as tok_lib
@@ -520,6 +521,8 @@ def prepare_data(config, workdir: str) -> DataBundle:
   domains = list(data.domains)
   cache_dir = data.cache_dir or os.path.join(workdir, "cache")
   os.makedirs(cache_dir, exist_ok=True)
+  if data.source == "seqio":
+    return _prepare_seqio(config, cache_dir)
   docs, corpus_dir = _documents(config, workdir)
 
   # Held-out documents first: they depend on the text only, and the
@@ -541,27 +544,56 @@ def prepare_data(config, workdir: str) -> DataBundle:
     tokenizer = tok_lib.build_tokenizer(data.tokenizer)
 
   store = token_store.build_token_store(docs, tokenizer, cache_dir)
-  train_streams, heldout_streams, fps, available = {}, {}, {}, {}
-  kind = config.model.kind
-  L = int(config.train.seq_len)
+  train_streams, heldout_streams, fps = {}, {}, {}
   for d in domains:
     tr, ho, ids = token_store.split_train_heldout(store[d],
                                                   int(data.heldout_docs))
     assert np.array_equal(ids, held[d])
     train_streams[d], heldout_streams[d] = tr, ho
     fps[d] = store[d].fingerprint
-    if kind == "bert":
-      available[d] = (len(tr) // (L - 2)) * (L - 2)
-    else:
-      available[d] = (max(len(tr) - 1, 0) // L) * L
+  bundle = _bundle(config, tokenizer, fps, train_streams, heldout_streams,
+                   held, {d: len(docs[d]) for d in domains}, cache_dir,
+                   corpus_dir=corpus_dir)
   log.info("data ready in %.1f s: %s", time.time() - t0,
-           ", ".join(f"{d}={available[d]}" for d in domains))
+           ", ".join(f"{d}={n}" for d, n in bundle.available_tokens.items()))
+  return bundle
+
+
+def _bundle(config, tokenizer, fps, train_streams, heldout_streams, held,
+            num_docs, cache_dir, corpus_dir=None, seqio_vocabulary=None
+            ) -> DataBundle:
+  kind = config.model.kind
+  L = int(config.train.seq_len)
+  c = windows_lib.content_per_row(L, kind == "bert")
+  available = {d: windows_lib.num_windows(len(s), L, kind == "bert") * c
+               for d, s in train_streams.items()}
   return DataBundle(
-      domains=domains, tokenizer=tokenizer, available_tokens=available,
-      fingerprints=fps, seq_len=L,
+      domains=list(config.data.domains), tokenizer=tokenizer,
+      available_tokens=available, fingerprints=fps, seq_len=L,
       batch_size=int(config.train.global_batch_size), model_kind=kind,
-      mlm_probability=float(data.mlm_probability),
-      heldout_max_sequences=int(data.heldout_max_sequences),
+      mlm_probability=float(config.data.mlm_probability),
+      heldout_max_sequences=int(config.data.heldout_max_sequences),
       train_streams=train_streams, heldout_streams=heldout_streams,
-      heldout_doc_ids=held, num_docs={d: len(docs[d]) for d in domains},
-      corpus_dir=corpus_dir, cache_dir=cache_dir)
+      heldout_doc_ids=held, num_docs=num_docs,
+      corpus_dir=corpus_dir, cache_dir=cache_dir,
+      seqio_vocabulary=seqio_vocabulary)
+
+
+def _prepare_seqio(config, cache_dir: str) -> DataBundle:
+  """``data.source = "seqio"``: the domains are the user's registered Tasks."""
+  t0 = time.time()
+  vocab, doms = seqio_source.read_tasks(config)
+  tokenizer = tok_lib.SeqioVocabularyTokenizer(vocab)
+  eos = tokenizer.eos_id
+  train, held_out, held, fps = {}, {}, {}, {}
+  for d, dom in doms.items():
+    fps[d] = dom.fingerprint(tokenizer.fingerprint)
+    train[d], held_out[d], held[d] = seqio_source.heldout_split(
+        dom, eos, int(config.data.heldout_docs), fps[d],
+        token_store.heldout_doc_ids)
+  bundle = _bundle(config, tokenizer, fps, train, held_out, held,
+                   seqio_source.num_train_docs(doms), cache_dir,
+                   seqio_vocabulary=vocab)
+  log.info("seqio data ready in %.1f s: %s", time.time() - t0,
+           ", ".join(f"{d}={n}" for d, n in bundle.available_tokens.items()))
+  return bundle
