@@ -1,19 +1,22 @@
-"""Quota-mode data pipeline: exact per-domain token counts, fixed held-out sets.
+"""Quota-mode data pipeline over seqio: exact per-domain token counts.
 
-``prepare_data(config, workdir) -> DataBundle`` reads the documents, carves
-the held-out documents, builds the tokenizer and the token store once, and
-serves:
+``prepare_data(config, workdir) -> DataBundle`` reads the documents (or the
+user's seqio Tasks, ``data.source = "seqio"``), carves the held-out
+documents, builds the tokenizer and the token store once, and serves:
 
+* ``bundle.window_tasks()``: one registered seqio Task per domain whose
+  source (``windows.WindowSource``) holds the domain's packed windows;
 * ``bundle.quota_batches({domain: tokens}, seed)``: a run that trains on
-  exactly that many target tokens per domain. Batches are a pure function of
-  the step (resume = start at step k), see :class:`QuotaBatches`.
+  exactly that many target tokens per domain, its rows read by index from
+  those Tasks. Batches are a pure function of the step (resume = start at
+  step k), see :class:`QuotaBatches`; ``.mixture()``/``.dataset()`` stream
+  the same batches through a seqio Mixture;
 * ``bundle.eval_sets()``: fixed held-out rows per domain, identical for every
   run and mixture of a study.
 
 Batch format (numpy, ``[B, L]``): ``inputs``, ``targets`` int32, ``weights``
 float32, ``segment_ids`` int32 (0 = padding), ``positions`` int32; BERT adds
-``token_type_ids``. Rate-mode (open-ended) training goes through seqio, see
-``tasks.py``.
+``token_type_ids``. Open-ended rate mixtures are in ``tasks.py``.
 """
 
 from __future__ import annotations
