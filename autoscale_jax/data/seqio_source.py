@@ -2,10 +2,11 @@
 
 ``config.data.seqio_tasks.<domain> = "task_name"`` names one registered seqio
 Task (or Mixture) per domain (default: the Task named like the domain);
-``config.data.seqio_module`` (optional) is imported first to register them. Each Task's ``train`` split is read once,
-in order, unshuffled, through ``Task.get_dataset`` (the user's preprocessors
-and vocabulary), and its ``targets`` ids become the domain's token stream:
-one document per example, each followed by one EOS. From there the study
+``config.data.seqio_module`` (optional) is imported first to register them.
+Each Task's ``train`` split is read once, in order, unshuffled, through
+``Task.get_dataset`` (the user's preprocessors and vocabulary), and its
+``targets`` ids become the domain's token stream: one document per example,
+each followed by one EOS. From there the study
 trains exactly as for the other sources (packed window Tasks, exact quotas).
 
 Held-out evaluation uses the Task's ``validation`` split when it has one;
