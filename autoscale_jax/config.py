@@ -23,6 +23,7 @@ Layout (all token counts are integers or floats of *tokens*, never steps):
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping, Sequence
 
 import ml_collections
@@ -34,7 +35,7 @@ STAGES = ("ddo", "fit", "project", "final", "train", "report", "all")
 STAGE_ALIASES = {"train": "final"}
 MODEL_KINDS = ("gpt2", "bert")
 TOKENIZERS = ("byte", "sentencepiece", "gpt2")
-DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture")
+DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture", "seqio")
 METRICS = ("ppl_seq", "ppl_tok", "loss")
 SCHEDULES = ("linear", "cosine")
 SWARM_MODES = ("auto", "off", "vmap", "scan")
@@ -57,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 42
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "embedded"  # embedded | jsonl | tfds | fixture
+  c.data.source = "embedded"  # embedded | jsonl | tfds | fixture | seqio
   c.data.domains = tuple(EMBEDDED_DOMAINS)
   # Embedded corpus: where the built corpus lives ("" = <workdir>/corpus) and
   # the cap per domain in MB of kept text.
@@ -70,6 +71,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tfds = ml_collections.ConfigDict()
   c.data.tfds_text_feature = "text"
   c.data.tfds_data_dir = ""  # "" = TFDS default
+  # seqio: domain -> a registered seqio Task (or Mixture) name (default: the
+  # domain's own name), and a module whose import registers them. The
+  # vocabulary is the Tasks' (data.tokenizer and data.vocab_size unused); the
+  # held-out set is the Tasks' validation split where they have one.
+  c.data.seqio_tasks = ml_collections.ConfigDict()
+  c.data.seqio_module = ""
   # Held-out documents per domain, carved out once per corpus by document.
   c.data.heldout_docs = 32
   c.data.heldout_max_sequences = 64
@@ -230,6 +237,18 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
       if d not in c.data.tfds:
         _fail(f"data.tfds.{d}", None,
               "data.source=tfds needs 'name/split' for every domain")
+  if c.data.source == "seqio":
+    for d, name in c.data.seqio_tasks.items():
+      if d not in domains:
+        _fail(f"data.seqio_tasks.{d}", name,
+              f"unknown domain {d!r}; add it to data.domains or remove it")
+      if not isinstance(name, str) or not name:
+        _fail(f"data.seqio_tasks.{d}", name, "give a registered Task's name")
+    module = c.data.seqio_module
+    if not isinstance(module, str) or (module and not re.fullmatch(
+        r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module)):
+      _fail("data.seqio_module", module,
+            "give an importable module name, e.g. 'my_tasks'")
   _choice(c, "data.tokenizer", TOKENIZERS)
   if c.data.tokenizer == "sentencepiece" and not (
       isinstance(c.data.vocab_size, int) and 260 <= c.data.vocab_size <= 262144):

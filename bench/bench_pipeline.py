@@ -3,11 +3,17 @@
 Usage:
   python bench/bench_pipeline.py                      # fixture corpus
   python bench/bench_pipeline.py --corpus_dir DIR --domains code,wiki
+  python bench/bench_pipeline.py --scale_tokens 1e9   # + resume cost at 1e9
 
 Prints a markdown table: set-up (read + SentencePiece training + tokenize to
-the store, cold cache) and batch throughput (tokens/s of ``batch(step)`` over
-a quota run using all available tokens up to --max_tokens per domain), plus
-the command and machine.
+the store, cold cache), batch throughput (tokens/s of ``batch(step)``, rows
+read by index from the domains' seqio window Tasks, over a quota run using
+all available tokens up to --max_tokens per domain) and the same run
+streamed through its seqio Mixture (``QuotaBatches.dataset()``), plus the
+command and machine. With --scale_tokens, a second table: one domain of that
+many tokens (a memory-mapped, sparse token file) as a seqio window Task: the
+run's plan, and ``batch(step)`` at the first and the last step (the cost of a
+resume at step k), against the tf.data ``skip`` rate of the Mixture stream.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from autoscale_jax import config as config_lib  # noqa: E402
 from autoscale_jax.data import fixture  # noqa: E402
 from autoscale_jax.data import pipeline  # noqa: E402
+from autoscale_jax.data import windows  # noqa: E402
+import seqio  # noqa: E402
 
 
 def _machine() -> str:
@@ -51,6 +60,9 @@ def main() -> None:
   ap.add_argument("--vocab_size", type=int, default=2048)
   ap.add_argument("--kind", default="gpt2", choices=["gpt2", "bert"])
   ap.add_argument("--max_tokens", type=float, default=2e6)
+  ap.add_argument("--scale_tokens", type=float, default=0.0)
+  ap.add_argument("--scale_seq_len", type=int, default=1024)
+  ap.add_argument("--scale_batch_size", type=int, default=256)
   args = ap.parse_args()
   domains = args.domains.split(",")
   tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
@@ -90,10 +102,19 @@ def main() -> None:
     batch_s = time.perf_counter() - t0
     served = qb.num_steps * args.batch_size * args.seq_len
     t0 = time.perf_counter()
+    for _ in qb.dataset():
+      pass
+    stream_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    next(iter(qb.dataset(start_step=qb.num_steps - 1)))
+    skip_s = time.perf_counter() - t0
+    skip_rate = (qb.num_steps - 1) * args.batch_size / max(skip_s, 1e-9)
+    t0 = time.perf_counter()
     pipeline.prepare_data(c, tmp)
     warm_s = time.perf_counter() - t0
     rows.append((name, bundle.tokenizer.vocab_size, n_tok, nbytes / n_tok,
-                 setup_s, warm_s, plan_s, qb.num_steps, served / batch_s))
+                 setup_s, warm_s, plan_s, qb.num_steps, served / batch_s,
+                 served / stream_s, skip_rate))
   print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
   print(f"machine: {_machine()}")
   print(f"corpus: {corpus if args.corpus_dir else 'fixture'} ({len(domains)} "
@@ -101,12 +122,50 @@ def main() -> None:
         f"L={args.seq_len}, B={args.batch_size}")
   print()
   print("| tokenizer | vocab | train tokens | jsonl bytes/token | set-up cold (s) "
-        "| set-up cached (s) | plan (s) | steps | batch tokens/s |")
-  print("|---|---|---|---|---|---|---|---|---|")
+        "| set-up cached (s) | plan (s) | steps | batch(step) tokens/s "
+        "| Mixture stream tokens/s | stream skip rows/s (incl. start) |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | "
-          f"{r[5]:.2f} | {r[6]:.3f} | {r[7]} | {r[8] / 1e6:.2f} M |")
+          f"{r[5]:.2f} | {r[6]:.3f} | {r[7]} | {r[8] / 1e6:.2f} M | "
+          f"{r[9] / 1e6:.2f} M | {r[10]:,.0f} |")
+  if args.scale_tokens:
+    _scale(args, tmp)
   shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _scale(args, tmp: str) -> None:
+  """Plan and random access of a run over one domain of --scale_tokens."""
+  n = int(args.scale_tokens)
+  L, B = args.scale_seq_len, args.scale_batch_size
+  path = os.path.join(tmp, "scale.tokens.npy")
+  stream = np.lib.format.open_memmap(path, mode="w+", dtype=np.int32,
+                                     shape=(n,))  # sparse: no disk used
+  del stream
+  stream = np.load(path, mmap_mode="r")
+  src = windows.window_source("big", {"train": stream}, L, False)
+  name = windows.window_task_name("bench", "big")
+  windows.register_window_task(name, src, seqio.PassThroughVocabulary(2048))
+  src = windows.get_window_source(name)
+  quota = {"big": src.num_windows("train") * L}
+  t0 = time.perf_counter()
+  qb = pipeline.QuotaBatches({"big": src}, quota, seed=0, batch_size=B,
+                             pad_id=0)
+  plan_s = time.perf_counter() - t0
+  times = {}
+  for label, step in (("first", 0), ("last", qb.num_steps - 1)):
+    for _ in range(2):  # second call: permutation cached, pages warm
+      t0 = time.perf_counter()
+      qb.batch(step)
+      times[label] = time.perf_counter() - t0
+  print()
+  print(f"scale: one domain of {n:,} tokens (memory-mapped), L={L}, B={B}")
+  print()
+  print("| train tokens | rows | steps | plan (s) | batch(0) (ms) "
+        "| batch(last) (ms) |")
+  print("|---|---|---|---|---|---|")
+  print(f"| {n:,} | {qb.num_rows:,} | {qb.num_steps:,} | {plan_s:.2f} | "
+        f"{times['first'] * 1e3:.1f} | {times['last'] * 1e3:.1f} |")
 
 
 if __name__ == "__main__":

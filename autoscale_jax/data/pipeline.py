@@ -1,25 +1,29 @@
-"""Quota-mode data pipeline: exact per-domain token counts, fixed held-out sets.
+"""Quota-mode data pipeline over seqio: exact per-domain token counts.
 
-``prepare_data(config, workdir) -> DataBundle`` reads the documents, carves
-the held-out documents, builds the tokenizer and the token store once, and
-serves:
+``prepare_data(config, workdir) -> DataBundle`` reads the documents (or the
+user's seqio Tasks, ``data.source = "seqio"``), carves the held-out
+documents, builds the tokenizer and the token store once, and serves:
 
+* ``bundle.window_tasks()``: one registered seqio Task per domain whose
+  source (``windows.WindowSource``) holds the domain's packed windows;
 * ``bundle.quota_batches({domain: tokens}, seed)``: a run that trains on
-  exactly that many target tokens per domain. Batches are a pure function of
-  the step (resume = start at step k), see :class:`QuotaBatches`.
+  exactly that many target tokens per domain, its rows read by index from
+  those Tasks. Batches are a pure function of the step (resume = start at
+  step k), see :class:`QuotaBatches`; ``.mixture()``/``.dataset()`` stream
+  the same batches through a seqio Mixture;
 * ``bundle.eval_sets()``: fixed held-out rows per domain, identical for every
   run and mixture of a study.
 
 Batch format (numpy, ``[B, L]``): ``inputs``, ``targets`` int32, ``weights``
 float32, ``segment_ids`` int32 (0 = padding), ``positions`` int32; BERT adds
-``token_type_ids``. Rate-mode (open-ended) training goes through seqio, see
-``tasks.py``.
+``token_type_ids``. Open-ended rate mixtures are in ``tasks.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -29,9 +33,11 @@ from typing import Mapping
 import numpy as np
 
 from autoscale_jax.data import fixture as fixture_lib
+from autoscale_jax.data import seqio_source
 from autoscale_jax.data import sources
 from autoscale_jax.data import token_store
 from autoscale_jax.data import tokenizers as tok_lib
+from autoscale_jax.data import windows as windows_lib
 from autoscale_jax.data.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -39,13 +45,8 @@ log = logging.getLogger(__name__)
 EVAL_MASK_SEED = 20240729  # BERT eval masking: fixed, independent of runs.
 
 
-def _domain_key(domain: str) -> int:
-  return int.from_bytes(hashlib.sha256(domain.encode()).digest()[:8], "little")
-
-
-def _rng(*keys: int) -> np.random.Generator:
-  return np.random.default_rng(
-      np.random.SeedSequence([int(k) % (1 << 64) for k in keys]))
+_domain_key = windows_lib.domain_key
+_rng = windows_lib.rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,14 +95,17 @@ def _empty_batch(n: int, L: int, pad_id: int, bert: bool) -> dict:
 class QuotaBatches:
   """A run of exactly ``tokens[d]`` training tokens per domain, by step.
 
-  Each domain's training stream is cut into non-overlapping windows (LM:
-  ``L + 1`` tokens with stride ``L``, inputs ``w[:-1]``, targets ``w[1:]``;
-  BERT: ``L - 2`` content tokens, the row is [CLS] + content + [SEP]). The
-  window order is a permutation keyed by ``(seed, domain)`` only, so two runs
-  that differ in one domain's quota read the same windows of the others (the
-  smaller quota's windows are a prefix of the larger's). Domain ``d`` gets
-  ``R_d = ceil(q_d / C)`` rows (C = L for LM, L - 2 for BERT); its last row
-  counts only the remainder, so realised counts equal the quotas exactly:
+  The rows are the packed windows of each domain's seqio Task (see
+  ``windows.py``), read from the Task's ``WindowSource`` by index, so
+  ``batch(step)`` is a pure function of the step (resume = start at step k,
+  no replay) and a host reads only the windows of its own rows.
+
+  The window order is a permutation keyed by ``(seed, domain, epoch)`` only,
+  so two runs that differ in one domain's quota read the same windows of the
+  others (the smaller quota's windows are a prefix of the larger's). Domain
+  ``d`` gets ``R_d = ceil(q_d / C)`` rows (C = L for LM, L - 2 for BERT); its
+  last row counts only the remainder, so realised counts equal the quotas
+  exactly:
 
   * LM: ``sum(weights)`` over domain ``d``'s rows equals ``q_d``;
   * BERT: the count of content tokens seen (``segment_ids > 0`` minus
@@ -111,29 +115,47 @@ class QuotaBatches:
   ``j`` of domain ``d``, seeded offset ``u_d``), so every stretch of training
   sees the mixture. ``num_steps = ceil(total_rows / B)``; a final partial
   batch is padded with all-zero-weight rows (``padded_final_step``).
+  :meth:`dataset` streams the same batches through a seqio Mixture of the
+  domain Tasks.
+
+  Args:
+    sources: ``{domain: WindowSource}`` (``windows.get_window_source``).
+    tokens: training tokens per domain (a subset of the sources' domains).
+    seed: the run's seed (window order, interleave, BERT masking).
+    batch_size: the global batch.
+    pad_id: padding id.
+    mlm: BERT masking (None for LM); must match the sources' layout.
+    allow_repeat: allow quotas beyond the unique tokens (later epochs).
+    task_names: ``{domain: registered Task name}`` (for :meth:`dataset`).
   """
 
-  def __init__(self, streams: Mapping[str, np.ndarray],
-               tokens: Mapping[str, float], *, seed: int, seq_len: int,
-               batch_size: int, pad_id: int, mlm: MLMSpec | None = None,
-               allow_repeat: bool = False):
-    self.domains = list(streams)
+  def __init__(self, sources: Mapping[str, object],
+               tokens: Mapping[str, float], *, seed: int, batch_size: int,
+               pad_id: int, mlm: MLMSpec | None = None,
+               allow_repeat: bool = False,
+               task_names: Mapping[str, str] | None = None):
+    self.domains = list(sources)
+    self._sources = dict(sources)
+    self.task_names = dict(task_names or {})
+    first = self._sources[self.domains[0]]
     self.seed = int(seed)
-    self.seq_len = L = int(seq_len)
+    self.seq_len = L = int(first.seq_len)
     self.batch_size = int(batch_size)
     self.pad_id = int(pad_id)
     self.mlm = mlm
     self.bert = mlm is not None
-    self.chunk = C = L - 2 if self.bert else L
+    if any(s.bert != self.bert or s.seq_len != L
+           for s in self._sources.values()):
+      raise ValueError("window sources disagree on seq_len or model kind")
+    self.chunk = C = windows_lib.content_per_row(L, self.bert)
     if C < 1:
       raise DataError(f"train.seq_len={L} is too short for this model kind")
-    self._streams = dict(streams)
     self.tokens_per_domain: dict[str, int] = {}
     self.windows: dict[str, int] = {}
     self.rows_per_domain: dict[str, int] = {}
     self.epochs: dict[str, float] = {}
     for d, q in tokens.items():
-      if d not in streams:
+      if d not in self._sources:
         raise DataError(f"quota names unknown domain {d!r}; known: "
                         f"{', '.join(self.domains)}")
       if not isinstance(q, (int, float, np.integer, np.floating)) or not (
@@ -142,7 +164,7 @@ class QuotaBatches:
                         "be finite and >= 0")
       q = int(round(float(q)))
       self.tokens_per_domain[d] = q
-      w = self._num_windows(len(streams[d]))
+      w = self._sources[d].num_windows("train")
       avail = w * C
       self.windows[d] = w
       if q > avail and not allow_repeat:
@@ -159,11 +181,6 @@ class QuotaBatches:
       raise DataError(f"the run {dict(tokens)} asks for no tokens at all")
     self._build_order()
     self._perms: dict[tuple[str, int], np.ndarray] = {}
-
-  def _num_windows(self, n: int) -> int:
-    if self.bert:
-      return n // self.chunk
-    return max(n - 1, 0) // self.chunk
 
   def _build_order(self) -> None:
     keys, doms, rows = [], [], []
@@ -187,8 +204,8 @@ class QuotaBatches:
   def _perm(self, d: str, epoch: int) -> np.ndarray:
     key = (d, epoch)
     if key not in self._perms:
-      self._perms[key] = _rng(self.seed, _domain_key(d), epoch).permutation(
-          self.windows[d])
+      self._perms[key] = windows_lib.window_permutation(
+          self.seed, d, epoch, self.windows[d])
     return self._perms[key]
 
   def _window_ids(self, d: str, j: np.ndarray) -> np.ndarray:
@@ -219,53 +236,123 @@ class QuotaBatches:
     out[ok] = self._row_domain[rows[ok]]
     return out
 
+  def batch_windows(self, step: int, shard: int = 0, num_shards: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(domain index, per-domain row j, window id) of each row; -1 = pad."""
+    rows = self._rows(step, shard, num_shards)
+    dom = np.full(len(rows), -1, np.int32)
+    jj = np.full(len(rows), -1, np.int64)
+    win = np.full(len(rows), -1, np.int64)
+    ok = rows < self.num_rows
+    dom[ok] = self._row_domain[rows[ok]]
+    jj[ok] = self._row_j[rows[ok]]
+    for di in np.unique(dom[ok]):
+      sel = dom == di
+      win[sel] = self._window_ids(self.domains[int(di)], jj[sel])
+    return dom, jj, win
+
   def batch(self, step: int, shard: int = 0, num_shards: int = 1
             ) -> dict[str, np.ndarray]:
     """The rows of ``shard`` (of ``num_shards``) at ``step``; pure function."""
     rows = self._rows(step, shard, num_shards)
-    L, C = self.seq_len, self.chunk
-    b = _empty_batch(len(rows), L, self.pad_id, self.bert)
-    ok = np.nonzero(rows < self.num_rows)[0]
-    if len(ok) == 0:
-      return b
-    dom = self._row_domain[rows[ok]]
-    jj = self._row_j[rows[ok]]
-    for di in np.unique(dom):
+    dom, jj, win = self.batch_windows(step, shard, num_shards)
+    b = _empty_batch(len(rows), self.seq_len, self.pad_id, self.bert)
+    for di in np.unique(dom[dom >= 0]):
       d = self.domains[int(di)]
-      sel = dom == di
-      local = ok[sel]
-      j = jj[sel]
-      win = self._window_ids(d, j)
-      stream = self._streams[d]
-      q = self.tokens_per_domain[d]
+      local = np.nonzero(dom == di)[0]
+      w = self._sources[d].windows("train", win[local])
       # Tokens of each row that count: C, or the remainder on the last row.
-      count = np.minimum(C, q - j * C)
-      if not self.bert:
-        idx = win[:, None] * C + np.arange(L + 1)[None, :]
-        w = stream[idx]
-        b["inputs"][local] = w[:, :-1]
-        b["targets"][local] = w[:, 1:]
-        b["weights"][local] = (np.arange(L)[None, :] < count[:, None])
-        b["segment_ids"][local] = 1
-        b["positions"][local] = np.arange(L)[None, :]
-      else:
-        content = stream[win[:, None] * C + np.arange(C)[None, :]]
-        for k, r in enumerate(local):
-          n = int(count[k])
-          row = np.full(L, self.pad_id, np.int32)
-          row[0] = self.mlm.cls_id
-          row[1:n + 1] = content[k, :n]
-          row[n + 1] = self.mlm.sep_id
-          is_content = np.zeros(L, bool)
-          is_content[1:n + 1] = True
-          rng = _rng(self.seed, step, int(rows[r]), 0xBE27)
-          inp, wts = mlm_mask(row, is_content, rng, self.mlm)
-          b["inputs"][r] = inp
-          b["targets"][r] = row
-          b["weights"][r] = wts
-          b["segment_ids"][r, :n + 2] = 1
-          b["positions"][r, :n + 2] = np.arange(n + 2)
+      count = np.minimum(self.chunk,
+                         self.tokens_per_domain[d] - jj[local] * self.chunk)
+      self._fill(b, local, rows[local], count, w, step)
     return b
+
+  def _fill(self, b: dict, local: np.ndarray, rows: np.ndarray,
+            count: np.ndarray, w: np.ndarray, step: int) -> None:
+    """Writes windows ``w`` (``count`` tokens counting) into rows ``local``."""
+    L = self.seq_len
+    if not self.bert:
+      b["inputs"][local] = w[:, :-1]
+      b["targets"][local] = w[:, 1:]
+      b["weights"][local] = (np.arange(L)[None, :] < count[:, None])
+      b["segment_ids"][local] = 1
+      b["positions"][local] = np.arange(L)[None, :]
+      return
+    for k, r in enumerate(local):
+      n = int(count[k])
+      row = np.full(L, self.pad_id, np.int32)
+      row[0] = self.mlm.cls_id
+      row[1:n + 1] = w[k, :n]
+      row[n + 1] = self.mlm.sep_id
+      is_content = np.zeros(L, bool)
+      is_content[1:n + 1] = True
+      inp, wts = mlm_mask(row, is_content,
+                          _rng(self.seed, step, int(rows[k]), 0xBE27),
+                          self.mlm)
+      b["inputs"][r] = inp
+      b["targets"][r] = row
+      b["weights"][r] = wts
+      b["segment_ids"][r, :n + 2] = 1
+      b["positions"][r, :n + 2] = np.arange(n + 2)
+
+  def mixture(self):
+    """Registers and returns this run's ``seqio.Mixture`` of the domain Tasks.
+
+    Its ``sample_fn`` interleaves the Tasks' shuffled window streams in this
+    run's row order (``tf.data.Dataset.choose_from_datasets``), so the
+    Mixture yields exactly the rows of :meth:`batch`, in order: exact
+    quotas, not per-example sampling. Needs ``task_names``.
+    """
+    import seqio  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    used = [d for d in self.domains if self.rows_per_domain.get(d, 0) > 0]
+    if not all(d in self.task_names for d in used):
+      raise ValueError("mixture() needs the domains' registered task_names")
+    for d in used:
+      src = self._sources[d]
+      src.shuffled_epochs = max(src.shuffled_epochs, -(
+          -self.rows_per_domain[d] // self.windows[d]))
+    position = np.full(len(self.domains), -1, np.int64)
+    position[[self._dom_index[d] for d in used]] = np.arange(len(used))
+    choice = position[self._row_domain]
+
+    def sample_fn(datasets, rates, seed):
+      del rates, seed  # the order is the run's schedule, not sampled
+      return tf.data.Dataset.choose_from_datasets(
+          datasets, tf.data.Dataset.from_tensor_slices(choice),
+          stop_on_empty_dataset=True)
+
+    tag = hashlib.sha256(json.dumps(
+        [self.seed, sorted(self.tokens_per_domain.items())]).encode())
+    name = (f"{self.task_names[used[0]].rsplit('__', 2)[0]}__quota_"
+            f"{tag.hexdigest()[:12]}")
+    seqio.MixtureRegistry.remove(name)
+    return seqio.MixtureRegistry.add(
+        name, [(self.task_names[d], self.tokens_per_domain[d]) for d in used],
+        sample_fn=sample_fn)
+
+  def dataset(self, start_step: int = 0):
+    """Batches ``start_step..num_steps - 1`` streamed through :meth:`mixture`.
+
+    Equal to ``[batch(s) for s in range(start_step, num_steps)]`` (one host);
+    starting late skips ``start_step * batch_size`` rows of the tf.data
+    stream (cost linear in the rows skipped; :meth:`batch` is O(1) instead).
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    ds = self.mixture().get_dataset(None, split="train", shuffle=True,
+                                    seed=self.seed, num_epochs=1)
+    counts = np.minimum(self.chunk, np.asarray(
+        [self.tokens_per_domain[self.domains[d]] for d in self._row_domain])
+        - self._row_j * self.chunk)
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(counts)))
+    ds = ds.skip(start_step * self.batch_size).batch(self.batch_size)
+    for k, (ex, count) in enumerate(ds.as_numpy_iterator()):
+      step = start_step + k
+      n = len(count)
+      rows = step * self.batch_size + np.arange(n)
+      b = _empty_batch(self.batch_size, self.seq_len, self.pad_id, self.bert)
+      self._fill(b, np.arange(n), rows, count, ex["targets"], step)
+      yield b
 
   def __iter__(self):
     for s in range(self.num_steps):
@@ -293,6 +380,7 @@ class DataBundle:
   num_docs: dict[str, int]
   corpus_dir: str | None = None
   cache_dir: str | None = None
+  seqio_vocabulary: object | None = None  # data.source=seqio: the Tasks'
   _eval_cache: dict | None = dataclasses.field(default=None, repr=False)
 
   @property
@@ -309,14 +397,45 @@ class DataBundle:
     return MLMSpec(t.cls_id, t.sep_id, t.mask_id, t.pad_id,
                    self.mlm_probability, t.normal_ids())
 
+  @property
+  def task_prefix(self) -> str:
+    """Prefix of this data's window Task names (a function of the data)."""
+    h = hashlib.sha256(json.dumps(
+        [self.tokenizer.fingerprint, self.model_kind, self.seq_len,
+         [[d, self.fingerprints[d], len(self.train_streams[d]),
+           len(self.heldout_streams[d])] for d in self.domains]]).encode())
+    return f"autoscale_{h.hexdigest()[:12]}"
+
+  def window_tasks(self) -> dict[str, str]:
+    """Registers one window Task per domain (once); ``{domain: task name}``.
+
+    Each Task's ``train`` split is the domain's training stream and its
+    ``validation`` split the held-out stream, cut into packed windows (see
+    ``windows.py``); the vocabulary is the tokenizer's seqio vocabulary.
+    """
+    import seqio  # pylint: disable=g-import-not-at-top
+    names = {d: windows_lib.window_task_name(self.task_prefix, d)
+             for d in self.domains}
+    if all(n in seqio.TaskRegistry.names() for n in names.values()):
+      return names
+    vocab = self.seqio_vocabulary or self.tokenizer.seqio_vocabulary()
+    for d, name in names.items():
+      source = windows_lib.window_source(
+          d, {"train": self.train_streams[d],
+              "validation": self.heldout_streams[d]},
+          self.seq_len, self.bert)
+      windows_lib.register_window_task(name, source, vocab)
+    return names
+
   def quota_batches(self, tokens: Mapping[str, float], seed: int,
                     allow_repeat: bool = False) -> QuotaBatches:
-    """A run of exactly ``tokens[d]`` training tokens per domain."""
+    """A run of exactly ``tokens[d]`` training tokens per domain (seqio)."""
+    names = self.window_tasks()
     return QuotaBatches(
-        {d: self.train_streams[d] for d in self.domains}, tokens, seed=seed,
-        seq_len=self.seq_len, batch_size=self.batch_size,
+        {d: windows_lib.get_window_source(names[d]) for d in self.domains},
+        tokens, seed=seed, batch_size=self.batch_size,
         pad_id=self.tokenizer.pad_id, mlm=self.mlm_spec(),
-        allow_repeat=allow_repeat)
+        allow_repeat=allow_repeat, task_names=names)
 
   def eval_sets(self) -> dict[str, dict[str, np.ndarray]]:
     """Fixed held-out rows per domain (same for every run of the study).
@@ -405,6 +524,8 @@ def prepare_data(config, workdir: str) -> DataBundle:
   domains = list(data.domains)
   cache_dir = data.cache_dir or os.path.join(workdir, "cache")
   os.makedirs(cache_dir, exist_ok=True)
+  if data.source == "seqio":
+    return _prepare_seqio(config, cache_dir)
   docs, corpus_dir = _documents(config, workdir)
 
   # Held-out documents first: they depend on the text only, and the
@@ -426,27 +547,56 @@ def prepare_data(config, workdir: str) -> DataBundle:
     tokenizer = tok_lib.build_tokenizer(data.tokenizer)
 
   store = token_store.build_token_store(docs, tokenizer, cache_dir)
-  train_streams, heldout_streams, fps, available = {}, {}, {}, {}
-  kind = config.model.kind
-  L = int(config.train.seq_len)
+  train_streams, heldout_streams, fps = {}, {}, {}
   for d in domains:
     tr, ho, ids = token_store.split_train_heldout(store[d],
                                                   int(data.heldout_docs))
     assert np.array_equal(ids, held[d])
     train_streams[d], heldout_streams[d] = tr, ho
     fps[d] = store[d].fingerprint
-    if kind == "bert":
-      available[d] = (len(tr) // (L - 2)) * (L - 2)
-    else:
-      available[d] = (max(len(tr) - 1, 0) // L) * L
+  bundle = _bundle(config, tokenizer, fps, train_streams, heldout_streams,
+                   held, {d: len(docs[d]) for d in domains}, cache_dir,
+                   corpus_dir=corpus_dir)
   log.info("data ready in %.1f s: %s", time.time() - t0,
-           ", ".join(f"{d}={available[d]}" for d in domains))
+           ", ".join(f"{d}={n}" for d, n in bundle.available_tokens.items()))
+  return bundle
+
+
+def _bundle(config, tokenizer, fps, train_streams, heldout_streams, held,
+            num_docs, cache_dir, corpus_dir=None, seqio_vocabulary=None
+            ) -> DataBundle:
+  kind = config.model.kind
+  L = int(config.train.seq_len)
+  c = windows_lib.content_per_row(L, kind == "bert")
+  available = {d: windows_lib.num_windows(len(s), L, kind == "bert") * c
+               for d, s in train_streams.items()}
   return DataBundle(
-      domains=domains, tokenizer=tokenizer, available_tokens=available,
-      fingerprints=fps, seq_len=L,
+      domains=list(config.data.domains), tokenizer=tokenizer,
+      available_tokens=available, fingerprints=fps, seq_len=L,
       batch_size=int(config.train.global_batch_size), model_kind=kind,
-      mlm_probability=float(data.mlm_probability),
-      heldout_max_sequences=int(data.heldout_max_sequences),
+      mlm_probability=float(config.data.mlm_probability),
+      heldout_max_sequences=int(config.data.heldout_max_sequences),
       train_streams=train_streams, heldout_streams=heldout_streams,
-      heldout_doc_ids=held, num_docs={d: len(docs[d]) for d in domains},
-      corpus_dir=corpus_dir, cache_dir=cache_dir)
+      heldout_doc_ids=held, num_docs=num_docs,
+      corpus_dir=corpus_dir, cache_dir=cache_dir,
+      seqio_vocabulary=seqio_vocabulary)
+
+
+def _prepare_seqio(config, cache_dir: str) -> DataBundle:
+  """``data.source = "seqio"``: the domains are the user's registered Tasks."""
+  t0 = time.time()
+  vocab, doms = seqio_source.read_tasks(config)
+  tokenizer = tok_lib.SeqioVocabularyTokenizer(vocab)
+  eos = tokenizer.eos_id
+  train, held_out, held, fps = {}, {}, {}, {}
+  for d, dom in doms.items():
+    fps[d] = dom.fingerprint(tokenizer.fingerprint)
+    train[d], held_out[d], held[d] = seqio_source.heldout_split(
+        dom, eos, int(config.data.heldout_docs), fps[d],
+        token_store.heldout_doc_ids)
+  bundle = _bundle(config, tokenizer, fps, train, held_out, held,
+                   seqio_source.num_train_docs(doms), cache_dir,
+                   seqio_vocabulary=vocab)
+  log.info("seqio data ready in %.1f s: %s", time.time() - t0,
+           ", ".join(f"{d}={n}" for d, n in bundle.available_tokens.items()))
+  return bundle

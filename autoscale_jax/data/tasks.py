@@ -1,8 +1,8 @@
 """seqio integration: one Task per domain over the token store, rate mixtures.
 
-Quota-mode runs (DDO, final) use :class:`pipeline.QuotaBatches`, which are
-exact and a pure function of the step. Open-ended rate-mode training uses
-seqio: :func:`register_domain_tasks` registers one ``seqio.Task`` per domain
+Quota-mode runs (DDO, final: all training) use :class:`pipeline.QuotaBatches`
+over the per-domain window Tasks of ``windows.py``, exact and a pure function
+of the step. Open-ended rate mixtures (per-example sampling) are here: :func:`register_domain_tasks` registers one ``seqio.Task`` per domain
 (explicitly, from the bundle, never at import time; an existing task of the
 same name is removed first), :func:`rate_mixture` a ``seqio.Mixture`` with the
 given rates, and :func:`rate_batches` yields numpy batches in the batch format

@@ -125,11 +125,15 @@ class SentencePieceTokenizer(Tokenizer):
 
   name = "sentencepiece"
 
-  def __init__(self, model_path: str):
+  def __init__(self, model_path: str | None = None, *,
+               model_proto: bytes | None = None):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     self.model_path = model_path
-    with open(model_path, "rb") as f:
-      proto = f.read()
+    if model_proto is not None:
+      proto = model_proto
+    else:
+      with open(model_path, "rb") as f:
+        proto = f.read()
     self._sp = spm.SentencePieceProcessor(model_proto=proto)
     self.vocab_size = int(self._sp.get_piece_size())
     self.pad_id = int(self._sp.pad_id())
@@ -170,6 +174,40 @@ class SentencePieceTokenizer(Tokenizer):
   def seqio_vocabulary(self):
     import seqio  # pylint: disable=g-import-not-at-top
     return seqio.SentencePieceVocabulary(self.model_path)
+
+
+class SeqioVocabularyTokenizer(SentencePieceTokenizer):
+  """The ``seqio.SentencePieceVocabulary`` of users' Tasks, as a Tokenizer.
+
+  Ids, pad (seqio's 0) and EOS are the vocabulary's; [CLS]/[SEP]/[MASK] only
+  where the model has those pieces (BERT needs them).
+  """
+
+  name = "seqio"
+
+  def __init__(self, vocabulary):
+    super().__init__(model_proto=vocabulary.sp_model)
+    self._vocabulary = vocabulary
+    self.vocab_size = max(int(vocabulary.vocab_size), self.vocab_size)
+    self.pad_id = int(vocabulary.pad_id)
+    self.eos_id = int(vocabulary.eos_id)
+    self.fingerprint = "seqio-" + self.fingerprint
+
+  def token_byte_lengths(self) -> np.ndarray:
+    if self._byte_lengths is None:
+      pieces = int(self._sp.get_piece_size())
+      out = np.zeros(self.vocab_size, np.int32)
+      self.vocab_size, full = pieces, self.vocab_size
+      try:
+        out[:pieces] = super().token_byte_lengths()
+      finally:
+        self.vocab_size = full
+      out[[i for i in (self.pad_id, self.eos_id) if 0 <= i < full]] = 0
+      self._byte_lengths = out
+    return self._byte_lengths
+
+  def seqio_vocabulary(self):
+    return self._vocabulary
 
 
 def _sp_training_lines(documents: Mapping[str, Sequence[str]],
