@@ -33,6 +33,7 @@ from autoscale_jax import distributed, models
 from autoscale_jax.train import batches as batch_lib
 from autoscale_jax.train import cadence, checkpoint, optim, runlog, sharding
 from autoscale_jax.train.batches import BATCH_KEYS, BatchSource
+# TrainingDiverged is re-exported: callers catch trainer.TrainingDiverged.
 from autoscale_jax.train.cadence import RunSettings, TrainingDiverged
 
 METRIC_NAMES = ("loss", "ppl_tok", "ppl_seq", "bpb")
@@ -185,18 +186,20 @@ class Compiled:
   ``train_step(state, batch)``) are what the jitted steps were built from; the
   swarm maps ``step_fn`` over its stacked states.
   """
-  mesh: Mesh
-  graphdef: nnx.GraphDef
-  param_specs: Any
-  state_shardings: Any
-  batch_sharding: NamedSharding
-  init: Callable[[jax.Array, jax.Array], State]
-  train_step: Callable[[State, dict], tuple[State, dict]]
+  mesh: Mesh  # the (data, fsdp, tensor) mesh everything is sharded over
+  graphdef: nnx.GraphDef  # the model's structure (params are separate)
+  param_specs: Any  # pure dict of each parameter's PartitionSpec
+  state_shardings: Any  # NamedSharding of every leaf of the train state
+  batch_sharding: NamedSharding  # batches [B, L]: B over (data, fsdp)
+  init: Callable[[jax.Array, jax.Array], State]  # (rng, num_steps) -> state
+  train_step: Callable[[State, dict], tuple[State, dict]]  # jit(step_fn)
+  # (state, batches_S, end) -> (state, metrics_S): make_multi_step, jitted.
   train_steps: Callable[[State, dict, jax.Array], tuple[State, dict]]
-  steps_per_call: int
+  steps_per_call: int  # steps per train_steps call (train.steps_per_call)
+  # (params, batch) -> (loss_sum_B, tokens_B): make_eval_step, jitted.
   eval_step: Callable[[Any, dict], tuple[jax.Array, jax.Array]]
-  tx: optax.GradientTransformation
-  step_fn: Callable[[State, dict], tuple[State, dict]]
+  tx: optax.GradientTransformation  # the optimizer (optim.make_optimizer)
+  step_fn: Callable[[State, dict], tuple[State, dict]]  # pure, unjitted
 
 
 _CACHE: dict[Any, Compiled] = {}
