@@ -47,7 +47,7 @@ CHILD = textwrap.dedent("""
   import jax
   import orbax.checkpoint as ocp
   from jax.experimental import multihost_utils
-  from autoscale_jax.train import synthetic, trainer
+  from autoscale_jax.train import checkpoint, synthetic, trainer
   from configs import micro
 
   assert jax.process_count() == nproc and jax.device_count() == 4
@@ -89,9 +89,10 @@ CHILD = textwrap.dedent("""
   with jax.set_mesh(compiled.mesh):
     abstract = jax.eval_shape(compiled.init, jax.random.PRNGKey(0),
                               np.int32(@STEPS@))
-    state, meta = trainer._restore(mgr, @STEPS@, compiled, abstract)
+    state, meta = checkpoint.restore(mgr, @STEPS@, compiled.state_shardings,
+                                     abstract)
   mgr.close()
-  flat, _, _ = trainer._flatten(state["params"])
+  flat, _, _ = checkpoint.flatten(state["params"])
   params = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
             for k, v in flat.items()}
   np.savez(f"{out_dir}/params_p{pid}.npz", **params)

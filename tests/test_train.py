@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from autoscale_jax import config as config_lib
-from autoscale_jax.train import optim, sharding, trainer
+from autoscale_jax.train import cadence, checkpoint, optim, runlog, sharding, trainer
+from autoscale_jax.train.batches import BatchSource
 from autoscale_jax.train.synthetic import SyntheticBatches
 
 V, L, B = 256, 32, 8
@@ -73,7 +74,7 @@ def test_partition_specs_match_golden():
   mesh = sharding.make_mesh([2, 2, 2])
   specs = trainer.param_partition_specs(config_lib.base_config().model, 512,
                                         mesh)
-  flat, _, _ = trainer._flatten(specs)  # pylint: disable=protected-access
+  flat, _, _ = checkpoint.flatten(specs)
   got = {k: str(v) for k, v in sorted(flat.items())}
   if os.environ.get("REGEN_GOLDEN"):
     os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
@@ -178,15 +179,15 @@ def test_bert_bf16_remat_dropout_train_step_runs_sharded():
 
 
 def test_keep_jsonl_upto_drops_steps_a_crash_left_behind(tmp_path):
-  path = trainer.epath.Path(tmp_path / "metrics.jsonl")
+  path = runlog.epath.Path(tmp_path / "metrics.jsonl")
   path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n"
                           for s in (2, 4, 6, 8)))
-  assert [r["step"] for r in trainer.keep_jsonl_upto(path, 4)] == [2, 4]
+  assert [r["step"] for r in runlog.keep_jsonl_upto(path, 4)] == [2, 4]
   assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [2, 4]
   before = path.stat().mtime
-  trainer.keep_jsonl_upto(path, 4)  # nothing to drop: file left as is
+  runlog.keep_jsonl_upto(path, 4)  # nothing to drop: file left as is
   assert path.stat().mtime == before
-  assert trainer.keep_jsonl_upto(trainer.epath.Path(tmp_path / "none"), 3) == []
+  assert runlog.keep_jsonl_upto(runlog.epath.Path(tmp_path / "none"), 3) == []
 
 
 def test_steps_per_call_trains_the_same_run(tmp_path):
@@ -220,3 +221,27 @@ def test_steps_per_call_trains_the_same_run(tmp_path):
     for a, b in zip(r["curve"], ref["curve"]):
       np.testing.assert_allclose(a["aggregate"]["loss"], b["aggregate"]["loss"],
                                  rtol=1e-5)
+
+
+def test_batch_sources_satisfy_the_trainer_protocol():
+  from autoscale_jax.data.pipeline import QuotaBatches
+  quota = QuotaBatches({"a": np.arange(1, 400, dtype=np.int32) % 50 + 1},
+                       {"a": 100}, seed=0, seq_len=L, batch_size=B, pad_id=0)
+  for source in (quota, SyntheticBatches(2, B, L, V)):
+    assert isinstance(source, BatchSource), type(source).__name__
+  assert not isinstance(object(), BatchSource)
+
+
+def test_calls_end_at_every_log_eval_and_checkpoint_stop():
+  c = _config()
+  c.train.update(log_every_steps=5, checkpoint_every_steps=6)
+  settings = cadence.RunSettings.from_config(c, eval_every_steps=4)
+  ends, s = [], 0
+  while s < 13:
+    s = settings.call_end(s, 13, per_call=10)
+    ends.append(s)
+  assert ends == [4, 5, 6, 8, 10, 12, 13]
+  assert settings.call_end(0, 13, per_call=3) == 3
+  assert [t for t in range(1, 14) if settings.evals_at(t, 13)] == [4, 8, 12]
+  assert [t for t in range(1, 14) if settings.saves_at(t, 13)] == [6, 12, 13]
+  assert [t for t in range(1, 14) if settings.logs_at(t, 13)] == [5, 10, 13]

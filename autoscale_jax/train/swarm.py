@@ -2,12 +2,11 @@
 
 The K train states (``trainer`` layout: ``params``, ``opt_state``, ``step``,
 ``num_steps``, ``rng``) are stacked on a leading run axis ``K`` and the
-trainer's own pure ``train_step`` is mapped over it (``jax.vmap`` or
-``jax.lax.map``) and jitted once per layout and stack size (cached). Each
-member keeps its own data (its batch source is read at its own step), its own
-schedule length (``num_steps`` is a traced
-per-member value read by the LR schedule) and its own RNG (its ``rng``, from
-its seed). Evaluation reuses ``trainer.evaluate`` on the member's un-stacked
+trainer's own pure ``train_step`` (``Compiled.step_fn``) is mapped over it
+(``jax.vmap`` or ``jax.lax.map``) and jitted once per layout and stack size
+(cached). Each member keeps its own data (its batch source is read at its own
+step), its own schedule length (``num_steps`` is a traced per-member value
+read by the LR schedule) and its own RNG (its ``rng``, from its seed). Evaluation reuses ``trainer.evaluate`` on the member's un-stacked
 params, so a member's result is the one ``train_run`` gives (to float
 tolerance: the batched matmuls of the vmapped step may round differently).
 
@@ -33,32 +32,33 @@ exactly (members that had already written ``result.json`` stay frozen or
 gone); the final stacked state is saved too (step ``max_k num_steps_k``).
 Each finished member writes its
 ``result.json``, ``metrics.jsonl`` and ``curve.jsonl`` in its own workdir as
-``train_run`` does; per-member train checkpoints are not written.
+``train_run`` does (one ``runlog.RunLog`` each); per-member train checkpoints
+are not written. The loop (``_Swarm``) composes the pieces ``train_run``
+composes: ``cadence.RunSettings`` for the stops, ``checkpoint`` for the
+stacked state, ``runlog`` for each member's files.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
-import json
 import math
 import os
 import time
-import types
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
-from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from autoscale_jax import distributed
-from autoscale_jax.fileio import atomic_write_json
-from autoscale_jax.train import metrics as metrics_lib
-from autoscale_jax.train import optim, sharding, trainer
+from autoscale_jax.train import batches as batch_lib
+from autoscale_jax.train import cadence, checkpoint, runlog, sharding, trainer
+from autoscale_jax.train.batches import BatchSource
+from autoscale_jax.train.cadence import RunSettings
 
 State = dict[str, Any]
 _SWARM_CACHE: dict[tuple[int, str], tuple[Any, Callable]] = {}
@@ -77,8 +77,7 @@ def _stacked_shardings(compiled: trainer.Compiled) -> Any:
 LAYOUTS = ("vmap", "scan")
 
 
-def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled,
-                   layout: str = "vmap"
+def get_swarm_step(compiled: trainer.Compiled, layout: str = "vmap"
                    ) -> tuple[Any, Callable[[State, dict], tuple[State, dict]]]:
   """``(stacked shardings, jitted swarm_step(state_K, batch_K))`` (cached).
 
@@ -87,7 +86,8 @@ def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled,
   the members' steps one after another (``jax.lax.map``), each skipping its
   step with ``lax.cond`` once it finished; smaller working sets, no masked
   work (the faster layout on CPUs, where batched small matmuls fall out of
-  cache; see docs/benchmarks.md).
+  cache; see docs/benchmarks.md). Both map ``compiled.step_fn``, the very
+  step ``train_run`` runs, over the stack.
   """
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r} is invalid: allowed: "
@@ -95,11 +95,7 @@ def get_swarm_step(config: Any, vocab_size: int, compiled: trainer.Compiled,
   key = (id(compiled), layout)
   if key in _SWARM_CACHE:
     return _SWARM_CACHE[key]
-  _, abs_state = trainer.abstract_params(config.model, vocab_size)
-  tx = optim.make_optimizer(config.train, nnx.to_pure_dict(abs_state))
-  step_fn = trainer.make_train_step(
-      compiled.graphdef, tx, config.train,
-      dropout=float(config.model.dropout) > 0)
+  step_fn = compiled.step_fn
 
   def masked_step(state: State, batch: dict) -> tuple[State, dict]:
     active = state["alive"] & (state["step"] < state["num_steps"])
@@ -133,7 +129,7 @@ def _put_stacked_batch(local_K: Sequence[Mapping[str, np.ndarray]],
                        mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """Stacks K process-local batches ``[b, L]`` into global ``[K, B, L]``."""
   return sharding.put_stacked_batch(
-      [{k: v for k, v in b.items() if k in trainer.BATCH_KEYS} for b in local_K],
+      [batch_lib.model_arrays(b) for b in local_K],
       mesh)
 
 
@@ -146,17 +142,6 @@ def default_swarm_dir(workdirs: Sequence[str | os.PathLike]) -> epath.Path:
   names = "\n".join(str(epath.Path(w).resolve()) for w in workdirs)
   digest = hashlib.sha256(names.encode()).hexdigest()[:10]
   return epath.Path(workdirs[0]).resolve().parent / f"swarm-{digest}"
-
-
-def _load_finished(path: epath.Path, num_steps: int) -> dict | None:
-  if not path.exists():
-    return None
-  result = json.loads(path.read_text())
-  if result.get("steps") != num_steps:
-    raise ValueError(
-        f"{path.parent} holds a finished run of {result.get('steps')} steps, "
-        f"but this run has {num_steps}; use a fresh workdir for a different run")
-  return result
 
 
 def _executable(compiled: trainer.Compiled, layout: str, swarm_step: Any,
@@ -184,7 +169,21 @@ def stack_memory(compiled: trainer.Compiled, num: int) -> tuple[int, int | None]
   return per_device, stats.get("bytes_limit")
 
 
-def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
+def _best_time(fn: Callable[[State, dict], tuple[State, dict]], state: State,
+               batch: dict, *, steps: int) -> float:
+  """The best wall time of ``steps`` calls ``fn(state, batch)`` after a warm one."""
+  state, m = fn(state, batch)  # compiled or warm by now
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = fn(state, batch)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+def calibrate(config: Any, vocab_size: int, batches_list: Sequence[BatchSource],
               steps: int = 3) -> dict[str, Any]:
   """Measured time of one training step: one run alone vs all K as one program.
 
@@ -207,20 +206,8 @@ def calibrate(config: Any, vocab_size: int, batches_list: Sequence[Any],
   num = len(batches_list)
   local = batches_list[0].batch(0, shard=jax.process_index(),
                                 num_shards=jax.process_count())
-
-  def best(fn, state, batch) -> float:
-    state, m = fn(state, batch)  # compiled or warm by now
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(steps):
-      t = time.perf_counter()
-      state, m = fn(state, batch)
-      jax.block_until_ready(m)
-      times.append(time.perf_counter() - t)
-    return min(times)
-
-  steps_fns = {layout: get_swarm_step(config, vocab_size, compiled, layout)
-               for layout in LAYOUTS}  # outside the mesh context (abstract init)
+  best = functools.partial(_best_time, steps=steps)
+  steps_fns = {layout: get_swarm_step(compiled, layout) for layout in LAYOUTS}
   out: dict[str, Any] = {"runs": num}
   need, limit = stack_memory(compiled, num)
   if limit and 2 * need > limit:  # states + their gradients and updates
@@ -275,7 +262,277 @@ def compaction_pays(stack_size: int, live: int, steps_left: int,
   return saved > compile_s
 
 
-def train_swarm(config: Any, batches_list: Sequence[Any],
+def _check_options(layout: str, compaction: str) -> None:
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r} is invalid: allowed: "
+                     + ", ".join(LAYOUTS))
+  if compaction not in ("auto", "always", "never"):
+    raise ValueError(f"compaction={compaction!r} is invalid: allowed: auto, "
+                     "always, never")
+
+
+class _Swarm:
+  """The unfinished members' training as one program, to the last one's end.
+
+  Composes the run loop's pieces (``cadence``, ``checkpoint``, ``runlog``)
+  over a stacked state. ``members`` are the run indices at the stack's
+  positions; ``results[k]`` is set when run ``k`` finishes and ``diverged``
+  names the runs whose loss went NaN/Inf.
+  """
+
+  def __init__(self, compiled: trainer.Compiled, *, layout: str,
+               compaction: str, batches_list: Sequence[BatchSource],
+               eval_sets: Mapping[str, Mapping[str, np.ndarray]],
+               dirs: Sequence[epath.Path], seeds: Sequence[int],
+               results: list[dict | None], settings: RunSettings, label: str):
+    self.compiled, self.layout, self.compaction = compiled, layout, compaction
+    self.batches_list, self.eval_sets = batches_list, eval_sets
+    self.dirs, self.seeds, self.results = dirs, seeds, results
+    self.settings, self.label = settings, label
+    self.steps_all = [int(b.num_steps) for b in batches_list]
+    self.say = distributed.primary_only(print)  # progress: process 0 only
+    self.stacked_sh, self.swarm_step = get_swarm_step(compiled, layout)
+    self.members: list[int] = []
+    self.diverged: dict[int, str] = {}  # run index -> message
+    self.tokens: dict[int, float] = {}
+    self.logs: dict[int, runlog.RunLog] = {}
+    self.curves: dict[int, list[dict]] = {}
+    self.pending = cadence.MetricsQueue()  # (end step, (metrics, members))
+    self.last_local: dict[int, dict] = {}
+    self.step_s = 0.0  # measured wall time of one step of the current stack
+    self.timed: dict[int, int] = collections.defaultdict(int)
+    self.state: State = {}
+    self.start = self.max_steps = 0
+    self.mgr: Any = None
+
+  def open(self, swarm_dir: epath.Path, todo: list[int]) -> dict | None:
+    """Opens the checkpoints and the members' logs; the saved meta, if any."""
+    swarm_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = swarm_dir / "checkpoints"
+    self.mgr = checkpoint.manager(ckpt_dir,
+                                  max_to_keep=self.settings.keep_checkpoints)
+    start = self.mgr.latest_step()
+    self.members, meta = todo, None
+    if start is not None:
+      meta = checkpoint.restore_meta(self.mgr, start)
+      saved = [str(d) for d in meta["members"]]
+      idx = {str(self.dirs[k].resolve()): k for k in range(len(self.dirs))}
+      if not all(s in idx for s in saved) or not set(
+          str(self.dirs[k].resolve()) for k in todo) <= set(saved):
+        raise ValueError(
+            f"{ckpt_dir.resolve()} holds a swarm of other runs ({len(saved)} "
+            "members); delete it or pass another swarm_dir")
+      self.members = [idx[s] for s in saved]
+      if [self.steps_all[k] for k in self.members] != list(meta["num_steps"]):
+        raise ValueError(f"{ckpt_dir.resolve()} is from runs of other "
+                         f"lengths {meta['num_steps']}; delete it")
+      self.start = start
+    self.max_steps = max(self.steps_all[k] for k in self.members)
+    self.logs = {k: runlog.RunLog(self.dirs[k]) for k in self.members}
+    for k in self.members:
+      self.dirs[k].mkdir(parents=True, exist_ok=True)
+    return meta
+
+  def begin(self, meta: dict | None) -> None:
+    """Restores the stacked state saved with ``meta``, or initializes it."""
+    members, steps_all = self.members, self.steps_all
+    if meta is None:
+      self.tokens = {k: 0.0 for k in members}
+      self.state = jax.device_put(
+          _init_stack(self.compiled, self.seeds, members, steps_all),
+          self.stacked_sh)
+    else:
+      abstract = jax.eval_shape(
+          lambda: _init_stack(self.compiled, self.seeds, members, steps_all))
+      self.state, meta = checkpoint.restore(self.mgr, self.start,
+                                            self.stacked_sh, abstract)
+      self.tokens = {k: float(t) for k, t in zip(members, meta["tokens"])}
+      saved_alive = np.asarray(jax.device_get(self.state["alive"]))
+      for i, k in enumerate(members):
+        if not saved_alive[i] and self.results[k] is None:
+          self.diverged[k] = f"{self.dirs[k]}: diverged before step {self.start}"
+      self.set_alive()
+      self.say(f"{self.label}swarm resumed from step {self.start}/"
+               f"{self.max_steps} ({len(members)} runs)", flush=True)
+    self.curves = {k: self.logs[k].resume(min(self.start, steps_all[k]))
+                   for k in members}
+    self.say(f"{self.label}swarm of {len(members)} runs, "
+             f"{min(steps_all[k] for k in members)}-{self.max_steps} steps, "
+             "one program", flush=True)
+
+  def live(self) -> list[int]:
+    """The members still training."""
+    return [k for k in self.members
+            if self.results[k] is None and k not in self.diverged]
+
+  def set_alive(self) -> None:
+    """Masks the members that are no longer live (their state freezes)."""
+    live = self.live()
+    alive = np.asarray([k in live for k in self.members])
+    self.state["alive"] = jax.device_put(
+        jnp.asarray(alive) & self.state["alive"], self.stacked_sh["alive"])
+
+  def drain(self, upto: int) -> None:
+    """Marks members whose loss went NaN/Inf as diverged (lagging one step)."""
+    for s, (m, stack) in self.pending.pop_upto(upto):
+      loss_K, act_K = jax.device_get((m["loss"], m["active"]))
+      bad = [k for i, k in enumerate(stack) if act_K[i]
+             and k not in self.diverged
+             and not math.isfinite(float(loss_K[i]))]
+      for k in bad:
+        loss = float(loss_K[stack.index(k)])
+        self.diverged[k] = (f"{self.dirs[k]}: loss is {loss} at step {s} of "
+                            f"{self.steps_all[k]}")
+        self.say(f"{self.label}{self.diverged[k]}; dropping it from the "
+                 "swarm", flush=True)
+      if bad:
+        self.set_alive()
+
+  def member_batches(self, s: int) -> list[dict]:
+    """Each member's batch of step ``s`` (its last one once it stopped)."""
+    local_K = []
+    for k in self.members:
+      if (s < self.steps_all[k] and self.results[k] is None
+          and k not in self.diverged):
+        local = self.batches_list[k].batch(s, shard=jax.process_index(),
+                                           num_shards=jax.process_count())
+        self.tokens[k] += float(np.sum(local["weights"], dtype=np.float64))
+        self.last_local[k] = local
+      elif k not in self.last_local:  # resumed past its end: any valid batch
+        self.last_local[k] = self.batches_list[k].batch(
+            min(s, self.steps_all[k] - 1), shard=jax.process_index(),
+            num_shards=jax.process_count())
+      local_K.append(self.last_local[k])
+    return local_K
+
+  def train_step(self, s: int) -> dict:
+    """One swarm step (step ``s + 1`` of every live member); its metrics."""
+    batch = _put_stacked_batch(self.member_batches(s), self.compiled.mesh)
+    fn, _ = _executable(self.compiled, self.layout, self.swarm_step,
+                        self.state, batch)
+    t_step = time.perf_counter()
+    self.state, metrics = fn(self.state, batch)
+    if self.timed[len(self.members)] < 2:
+      # Step time of this stack size (the 2nd step: the 1st may include
+      # one-off work); blocking only here keeps the rest asynchronous.
+      jax.block_until_ready(metrics)
+      self.step_s = time.perf_counter() - t_step
+      self.timed[len(self.members)] += 1
+    self.pending.push(s + 1, (metrics, list(self.members)))
+    return metrics
+
+  def log_train(self, done: int, metrics: dict,
+                speed: runlog.Speedometer) -> None:
+    """Each active member's train record of step ``done``; one progress line."""
+    m = jax.device_get(metrics)
+    act = np.asarray(m["active"])
+    n_act = float(np.sum(act))
+    tps = speed.tokens_per_s(done, n_act * self.settings.tokens_per_step)
+    for i, k in enumerate(self.members):
+      if act[i] and k not in self.diverged:
+        self.logs[k].log_train(runlog.train_record(
+            done, {n: m[n][i] for n in ("loss", "lr", "grad_norm")},
+            self.tokens[k], tps / max(n_act, 1.0)))
+    losses = [float(m["loss"][i]) for i in range(len(self.members)) if act[i]]
+    self.say(f"{self.label}swarm step {done}/{self.max_steps}: {int(n_act)}/"
+             f"{len(self.members)} active, mean loss "
+             f"{np.mean(losses) if losses else float('nan'):.4f}"
+             f", tok/s {tps:,.0f} (all runs)", flush=True)
+
+  def evaluate(self, k: int, step: int) -> dict:
+    """Evaluates member ``k``'s params; logs and returns the curve point."""
+    params = jax.device_put(_member(self.state["params"], self.members.index(k)),
+                            self.compiled.state_shardings["params"])
+    point = trainer.eval_point(self.compiled, params, self.eval_sets,
+                               self.settings.eval_batch_size, step,
+                               self.tokens[k])
+    self.logs[k].log_eval(point)
+    return point
+
+  def finish(self, k: int) -> None:
+    """Member ``k`` reached its end: final eval, ``result.json``."""
+    n = self.steps_all[k]
+    final = self.evaluate(k, n)
+    self.results[k] = runlog.make_result(
+        n, self.batches_list[k].tokens_per_domain, final, self.curves[k])
+    self.logs[k].write_result(self.results[k])
+    agg = final["aggregate"]
+    self.say(f"{self.label}run {self.dirs[k].name} done at step {n}: loss "
+             f"{agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}", flush=True)
+
+  def maybe_compact(self, done: int) -> None:
+    """Drops finished members from the stack when ``compaction`` says so."""
+    keep = self.live()
+    if len(keep) == len(self.members) or not keep:
+      return
+    if self.compaction == "never" or (self.compaction == "auto"
+                                      and self.layout == "scan"):
+      return
+    if self.compaction == "auto" and not distributed.agree(compaction_pays(
+        len(self.members), len(keep),
+        max(self.steps_all[k] for k in keep) - done, self.step_s,
+        _compile_s(self.compiled, self.layout, len(keep)))):
+      return  # (timings are local: every process takes process 0's call)
+    self.drain(done)  # pending metrics refer to the old stack
+    keep = self.live()
+    if not keep:
+      return
+    positions = [self.members.index(k) for k in keep]
+    self.state = _take(self.state, positions, self.stacked_sh)
+    self.members = keep
+    self.say(f"{self.label}swarm step {done}: {len(keep)} runs left in the "
+             "program", flush=True)
+
+  def save(self, done: int) -> None:
+    """Checkpoints the stacked state with the members it holds."""
+    members = self.members
+    checkpoint.save(self.mgr, done, self.state, {
+        "step": done, "num_steps": [self.steps_all[k] for k in members],
+        "tokens": [self.tokens[k] for k in members],
+        "members": [str(self.dirs[k].resolve()) for k in members]})
+
+  def run(self) -> None:
+    """Trains every member to its end (or divergence)."""
+    settings, steps_all = self.settings, self.steps_all
+    speed = runlog.Speedometer(self.start)
+    for s in range(self.start, self.max_steps):
+      metrics = self.train_step(s)
+      done = s + 1
+      self.drain(done - 1)
+      ended = [k for k in self.members
+               if steps_all[k] == done and self.results[k] is None]
+      logs = settings.logs_at(done, self.max_steps)
+      if ended or logs:
+        self.drain(done)
+      if logs:
+        self.log_train(done, metrics, speed)
+      for k in self.live():
+        if done == steps_all[k]:
+          self.finish(k)
+        elif settings.evals_at(done, steps_all[k]):
+          self.curves[k].append(self.evaluate(k, done))
+      if done < self.max_steps:
+        self.maybe_compact(done)
+      if settings.saves_at(done, self.max_steps):
+        self.save(done)
+    self.mgr.wait_until_finished()
+
+  def close(self) -> None:
+    if self.mgr is not None:
+      checkpoint.close(self.mgr)
+    for log in self.logs.values():
+      log.close()
+
+
+def _compile_s(compiled: trainer.Compiled, layout: str, size: int) -> float:
+  """Measured compile time of a new stack size (0 when ``size`` is cached)."""
+  if (id(compiled), layout, size) in _EXEC_CACHE:
+    return 0.0
+  return max(c for (bundle, lay, _), (_, c) in _EXEC_CACHE.items()
+             if bundle == id(compiled) and lay == layout)
+
+
+def train_swarm(config: Any, batches_list: Sequence[BatchSource],
                 eval_sets: Mapping[str, Mapping[str, np.ndarray]],
                 workdirs: Sequence[str | os.PathLike], *, vocab_size: int,
                 progress_label: str = "", seeds: Sequence[int] | None = None,
@@ -314,12 +571,7 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
     trainer.TrainingDiverged: after every other member finished, naming the
       members whose loss became NaN/Inf (they write no result).
   """
-  if layout not in LAYOUTS:
-    raise ValueError(f"layout={layout!r} is invalid: allowed: "
-                     + ", ".join(LAYOUTS))
-  if compaction not in ("auto", "always", "never"):
-    raise ValueError(f"compaction={compaction!r} is invalid: allowed: auto, "
-                     "always, never")
+  _check_options(layout, compaction)
   num_runs = len(batches_list)
   if len(workdirs) != num_runs:
     raise ValueError(f"{num_runs} batch sources but {len(workdirs)} workdirs")
@@ -331,258 +583,31 @@ def train_swarm(config: Any, batches_list: Sequence[Any],
     if n < 1:
       raise ValueError(f"{label}run {k} ({dirs[k]}) has num_steps={n}; a run "
                        "needs at least one step")
-  results: list[dict | None] = [
-      _load_finished(d / "result.json", n) for d, n in zip(dirs, steps_all)]
-  swarm_dir = epath.Path(swarm_dir) if swarm_dir else default_swarm_dir(dirs)
-  ckpt_dir = (swarm_dir / "checkpoints").resolve()
+  results = [runlog.read_finished(d, n) for d, n in zip(dirs, steps_all)]
   todo = [k for k in range(num_runs) if results[k] is None]
   if not todo:
     print(f"{label}all {num_runs} runs already finished", flush=True)
     return results  # type: ignore[return-value]
 
-  say = distributed.primary_only(print)  # progress lines: process 0 only
   compiled = trainer.get_compiled(config, vocab_size)
-  mesh = compiled.mesh
-  stacked_sh, swarm_step = get_swarm_step(config, vocab_size, compiled,
-                                          layout)
-  every = int(eval_every_steps or config.train.get("eval_every_steps", 0) or 0)
-  ckpt_every = int(config.train.checkpoint_every_steps)
-  log_every = max(1, int(config.train.log_every_steps))
-  eval_bs = int(config.train.eval_batch_size)
-  tokens_per_step = int(config.train.global_batch_size) * int(
-      config.train.seq_len)
-
-  swarm_dir.mkdir(parents=True, exist_ok=True)
-  mgr = ocp.CheckpointManager(
-      ckpt_dir, options=ocp.CheckpointManagerOptions(
-          max_to_keep=int(config.train.keep_checkpoints), create=True,
-          enable_async_checkpointing=True),
-      item_names=("state", "meta"))
-  start = mgr.latest_step()
-  members = todo  # run index of each stack position
-  meta: dict[str, Any] | None = None
-  if start is not None:
-    meta = mgr.restore(start, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))["meta"]
-    saved = [str(d) for d in meta["members"]]
-    idx = {str(dirs[k].resolve()): k for k in range(num_runs)}
-    if not all(s in idx for s in saved) or not set(
-        str(dirs[k].resolve()) for k in todo) <= set(saved):
-      raise ValueError(
-          f"{ckpt_dir} holds a swarm of other runs ({len(saved)} members); "
-          "delete it or pass another swarm_dir")
-    members = [idx[s] for s in saved]
-    if [steps_all[k] for k in members] != list(meta["num_steps"]):
-      raise ValueError(f"{ckpt_dir} is from runs of other lengths "
-                       f"{meta['num_steps']}; delete it")
-  max_steps = max(steps_all[k] for k in members)
-  writers = {k: metrics_lib.create_writer(dirs[k],
-                                          just_logging=jax.process_index() > 0)
-             for k in members}
-  for k in members:
-    dirs[k].mkdir(parents=True, exist_ok=True)
-
-  diverged: dict[int, str] = {}  # run index -> message
-  tokens: dict[int, float] = {}
+  swarm = _Swarm(compiled, layout=layout, compaction=compaction,
+                 batches_list=batches_list, eval_sets=eval_sets, dirs=dirs,
+                 seeds=seeds, results=results,
+                 settings=RunSettings.from_config(config, eval_every_steps),
+                 label=label)
   try:
-    with jax.set_mesh(mesh):
-      if meta is not None:
-        abstract = jax.eval_shape(lambda: _init_stack(compiled, seeds, members,
-                                                      steps_all))
-        shim = types.SimpleNamespace(state_shardings=stacked_sh)
-        state, meta = trainer._restore(mgr, start, shim, abstract)  # pylint: disable=protected-access
-        tokens = {k: float(t) for k, t in zip(members, meta["tokens"])}
-        saved_alive = np.asarray(jax.device_get(state["alive"]))
-        for i, k in enumerate(members):
-          if not saved_alive[i] and results[k] is None:
-            diverged[k] = f"{dirs[k]}: diverged before step {start}"
-        alive = np.asarray([results[k] is None for k in members])
-        state["alive"] = jax.device_put(
-            jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
-        say(f"{label}swarm resumed from step {start}/{max_steps} "
-            f"({len(members)} runs)", flush=True)
-      else:
-        start = 0
-        tokens = {k: 0.0 for k in members}
-        state = jax.device_put(_init_stack(compiled, seeds, members, steps_all),
-                               stacked_sh)
-      curves = {k: [c for c in trainer._read_jsonl(dirs[k] / "curve.jsonl")  # pylint: disable=protected-access
-                    if c["step"] <= min(start, steps_all[k])] for k in members}
-      if jax.process_index() == 0:
-        for k in members:
-          for name in ("metrics.jsonl", "curve.jsonl"):
-            trainer.keep_jsonl_upto(dirs[k] / name, min(start, steps_all[k]))
-      say(f"{label}swarm of {len(members)} runs, "
-          f"{min(steps_all[k] for k in members)}-{max_steps} steps, one "
-          "program", flush=True)
-
-      last_local: dict[int, dict] = {}
-      pending: list[tuple[int, dict, list[int]]] = []
-      step_s = 0.0  # measured wall time of one step of the current stack
-      timed: dict[int, int] = collections.defaultdict(int)
-
-      def live() -> list[int]:
-        return [k for k in members if results[k] is None and k not in diverged]
-
-      def set_alive() -> None:
-        nonlocal state
-        alive = np.asarray([k in live() for k in members])
-        state["alive"] = jax.device_put(
-            jnp.asarray(alive) & state["alive"], stacked_sh["alive"])
-
-      def check(upto: int) -> None:
-        """Marks members whose loss went NaN/Inf as dead (lagging one step)."""
-        while pending and pending[0][0] <= upto:
-          s, m, stack = pending.pop(0)
-          loss_K, act_K = jax.device_get((m["loss"], m["active"]))
-          bad = [k for i, k in enumerate(stack) if act_K[i]
-                 and k not in diverged
-                 and not math.isfinite(float(loss_K[i]))]
-          for k in bad:
-            loss = float(loss_K[stack.index(k)])
-            diverged[k] = (f"{dirs[k]}: loss is {loss} at step {s} of "
-                           f"{steps_all[k]}")
-            say(f"{label}{diverged[k]}; dropping it from the swarm",
-                flush=True)
-          if bad:
-            set_alive()
-
-      def run_eval(k: int, step: int) -> dict:
-        params = jax.device_put(_member(state["params"], members.index(k)),
-                                compiled.state_shardings["params"])
-        res = trainer.evaluate(compiled, params, eval_sets, eval_bs)
-        point = {"step": step, "tokens": tokens[k], **res}
-        with (dirs[k] / "curve.jsonl").open("a") as f:
-          f.write(json.dumps(point) + "\n")
-        writers[k].write_scalars(step, {f"eval/{n}": v for n, v in
-                                        res["aggregate"].items() if v is not None})
-        return point
-
-      def finish(k: int) -> None:
-        final = run_eval(k, steps_all[k])
-        curve = [c for c in curves[k] if c["step"] < steps_all[k]] + [final]
-        result = {"steps": steps_all[k],
-                  "tokens_per_domain": {d: float(t) for d, t in
-                                        batches_list[k].tokens_per_domain.items()},
-                  "final_eval": {"domains": final["domains"],
-                                 "aggregate": final["aggregate"]},
-                  "curve": curve}
-        atomic_write_json(dirs[k] / "result.json", result)
-        results[k] = result
-        agg = final["aggregate"]
-        say(f"{label}run {dirs[k].name} done at step {steps_all[k]}: loss "
-            f"{agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}", flush=True)
-
-      def maybe_compact(done: int) -> None:
-        nonlocal state, members
-        keep = live()
-        if len(keep) == len(members) or not keep:
-          return
-        steps_left = max(steps_all[k] for k in keep) - done
-        if compaction == "never" or (compaction == "auto" and
-                                     layout == "scan"):
-          return
-        compile_s = max(c for (bundle, lay, _), (_, c) in _EXEC_CACHE.items()
-                        if bundle == id(compiled) and lay == layout)
-        if (id(compiled), layout, len(keep)) in _EXEC_CACHE:
-          compile_s = 0.0
-        if compaction == "auto" and not distributed.agree(compaction_pays(
-            len(members), len(keep), steps_left, step_s, compile_s)):
-          return  # (timings are local: every process takes process 0's call)
-        check(done)  # pending metrics refer to the old stack
-        keep = live()
-        if not keep:
-          return
-        positions = [members.index(k) for k in keep]
-        state = _take(state, positions, stacked_sh)
-        members = keep
-        say(f"{label}swarm step {done}: {len(keep)} runs left in the "
-            "program", flush=True)
-
-      t0 = time.time()
-      t_log, s_log = t0, start
-      for s in range(start, max_steps):
-        local_K = []
-        for k in members:
-          if s < steps_all[k] and results[k] is None and k not in diverged:
-            local = batches_list[k].batch(s, shard=jax.process_index(),
-                                          num_shards=jax.process_count())
-            tokens[k] += float(np.sum(local["weights"], dtype=np.float64))
-            last_local[k] = local
-          elif k not in last_local:  # resumed past its end: any valid batch
-            last_local[k] = batches_list[k].batch(
-                min(s, steps_all[k] - 1), shard=jax.process_index(),
-                num_shards=jax.process_count())
-          local_K.append(last_local[k])
-        batch = _put_stacked_batch(local_K, mesh)
-        fn, _ = _executable(compiled, layout, swarm_step, state, batch)
-        t_step = time.perf_counter()
-        state, metrics = fn(state, batch)
-        if timed[len(members)] < 2:
-          # Step time of this stack size (the 2nd step: the 1st may include
-          # one-off work); blocking only here keeps the rest asynchronous.
-          jax.block_until_ready(metrics)
-          step_s = time.perf_counter() - t_step
-          timed[len(members)] += 1
-        done = s + 1
-        pending.append((done, metrics, list(members)))
-        check(done - 1)
-        ended = [k for k in members if steps_all[k] == done
-                 and results[k] is None]
-        if ended or done % log_every == 0 or done == max_steps:
-          check(done)
-        if done % log_every == 0 or done == max_steps:
-          m = jax.device_get(metrics)
-          now = time.time()
-          act = np.asarray(m["active"])
-          n_act = float(np.sum(act))
-          tps = n_act * (done - s_log) * tokens_per_step / max(now - t_log,
-                                                               1e-9)
-          for i, k in enumerate(members):
-            if not act[i] or k in diverged:
-              continue
-            record = {"step": done, "loss": float(m["loss"][i]),
-                      "lr": float(m["lr"][i]),
-                      "grad_norm": float(m["grad_norm"][i]),
-                      "tokens": tokens[k],
-                      "tokens_per_s": tps / max(n_act, 1.0)}
-            writers[k].write_scalars(done, {n: v for n, v in record.items()
-                                            if n != "step"})
-            with (dirs[k] / "metrics.jsonl").open("a") as f:
-              f.write(json.dumps(record) + "\n")
-          losses = [float(m["loss"][i]) for i in range(len(members)) if act[i]]
-          say(f"{label}swarm step {done}/{max_steps}: {int(n_act)}/"
-              f"{len(members)} active, mean loss "
-              f"{np.mean(losses) if losses else float('nan'):.4f}"
-              f", tok/s {tps:,.0f} (all runs)", flush=True)
-          t_log, s_log = now, done
-        for k in members:
-          if results[k] is not None or k in diverged:
-            continue
-          if done == steps_all[k]:
-            finish(k)
-          elif every and done % every == 0 and done < steps_all[k]:
-            curves[k].append(run_eval(k, done))
-        if done < max_steps:
-          maybe_compact(done)
-        if done % ckpt_every == 0 or done == max_steps:
-          trainer._save(mgr, done, state, {  # pylint: disable=protected-access
-              "step": done, "num_steps": [steps_all[k] for k in members],
-              "tokens": [tokens[k] for k in members],
-              "members": [str(dirs[k].resolve()) for k in members]})
-      mgr.wait_until_finished()
+    meta = swarm.open(
+        epath.Path(swarm_dir) if swarm_dir else default_swarm_dir(dirs), todo)
+    with jax.set_mesh(compiled.mesh):
+      swarm.begin(meta)
+      swarm.run()
   finally:
-    mgr.wait_until_finished()
-    mgr.close()
-    for w in writers.values():
-      w.flush()
-      w.close()
-
-  if diverged:
+    swarm.close()
+  if swarm.diverged:
     raise trainer.TrainingDiverged(
-        f"{label}{len(diverged)} of {len(todo)} swarm runs diverged (the "
+        f"{label}{len(swarm.diverged)} of {len(todo)} swarm runs diverged (the "
         "others finished and wrote result.json): "
-        + "; ".join(diverged.values()))
+        + "; ".join(swarm.diverged.values()))
   return results  # type: ignore[return-value]
 
 

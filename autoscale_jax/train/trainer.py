@@ -7,41 +7,37 @@ once per (model, train shapes, mesh) and cached in-process, so the ~30 DDO runs
 of one study share one compilation: the run length is the traced
 ``state["num_steps"]``, read by the LR schedule.
 
-Batches are a pure function of the step (the data contract), so the data
-position saved with a checkpoint is the step itself.
+Batches are a pure function of the step (the data contract,
+``batches.BatchSource``), so the data position saved with a checkpoint is the
+step itself. ``train_run`` composes the run loop from small pieces: the stop
+cadence and divergence guard (``cadence``), checkpoints (``checkpoint``) and
+the run's log files (``runlog``); the proxy swarm composes the same pieces.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import time
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from autoscale_jax import distributed, errors, models
-from autoscale_jax.fileio import atomic_write_json, atomic_write_text
-from autoscale_jax.train import metrics as metrics_lib
-from autoscale_jax.train import optim, sharding
+from autoscale_jax import distributed, models
+from autoscale_jax.train import batches as batch_lib
+from autoscale_jax.train import cadence, checkpoint, optim, runlog, sharding
+from autoscale_jax.train.batches import BATCH_KEYS, BatchSource
+# TrainingDiverged is re-exported: callers catch trainer.TrainingDiverged.
+from autoscale_jax.train.cadence import RunSettings, TrainingDiverged
 
-BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions",
-              "token_type_ids")
 METRIC_NAMES = ("loss", "ppl_tok", "ppl_seq", "bpb")
 State = dict[str, Any]
-
-
-class TrainingDiverged(errors.UserError, RuntimeError):
-  """The training loss became NaN or Inf (the message names the step)."""
 
 
 # ----------------------------------------------------------------------------
@@ -184,17 +180,26 @@ def make_eval_step(graphdef: nnx.GraphDef
 
 @dataclasses.dataclass
 class Compiled:
-  """Jitted init/train/eval functions and shardings for one shape signature."""
-  mesh: Mesh
-  graphdef: nnx.GraphDef
-  param_specs: Any
-  state_shardings: Any
-  batch_sharding: NamedSharding
-  init: Callable[[jax.Array, jax.Array], State]
-  train_step: Callable[[State, dict], tuple[State, dict]]
+  """Jitted init/train/eval functions and shardings for one shape signature.
+
+  ``tx`` (the optimizer) and ``step_fn`` (the pure, unjitted
+  ``train_step(state, batch)``) are what the jitted steps were built from; the
+  swarm maps ``step_fn`` over its stacked states.
+  """
+  mesh: Mesh  # the (data, fsdp, tensor) mesh everything is sharded over
+  graphdef: nnx.GraphDef  # the model's structure (params are separate)
+  param_specs: Any  # pure dict of each parameter's PartitionSpec
+  state_shardings: Any  # NamedSharding of every leaf of the train state
+  batch_sharding: NamedSharding  # batches [B, L]: B over (data, fsdp)
+  init: Callable[[jax.Array, jax.Array], State]  # (rng, num_steps) -> state
+  train_step: Callable[[State, dict], tuple[State, dict]]  # jit(step_fn)
+  # (state, batches_S, end) -> (state, metrics_S): make_multi_step, jitted.
   train_steps: Callable[[State, dict, jax.Array], tuple[State, dict]]
-  steps_per_call: int
+  steps_per_call: int  # steps per train_steps call (train.steps_per_call)
+  # (params, batch) -> (loss_sum_B, tokens_B): make_eval_step, jitted.
   eval_step: Callable[[Any, dict], tuple[jax.Array, jax.Array]]
+  tx: optax.GradientTransformation  # the optimizer (optim.make_optimizer)
+  step_fn: Callable[[State, dict], tuple[State, dict]]  # pure, unjitted
 
 
 _CACHE: dict[Any, Compiled] = {}
@@ -275,6 +280,7 @@ def get_compiled(config: Any, vocab_size: int, mesh: Mesh | None = None
       eval_step=jax.jit(make_eval_step(graphdef),
                         in_shardings=(state_shardings["params"], batch_sh),
                         out_shardings=replicated),
+      tx=tx, step_fn=step_fn,
   )
   _CACHE[key] = compiled
   return compiled
@@ -346,74 +352,156 @@ def evaluate(compiled: Compiled, params: Any,
   return {"domains": domains, "aggregate": aggregate}
 
 
-# ----------------------------------------------------------------------------
-# Checkpoints: the train state as a flat dict of arrays + JSON metadata.
-
-
-def _key_name(k: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(k, attr):
-      return str(getattr(k, attr))
-  return str(k)
-
-
-def _flatten(tree: Any) -> tuple[dict[str, Any], Any, list[str]]:
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-  names = [".".join(_key_name(k) for k in path) for path, _ in leaves]
-  return dict(zip(names, (v for _, v in leaves))), treedef, names
-
-
-def _restore(mgr: ocp.CheckpointManager, step: int, compiled: Compiled,
-             abstract_state: State) -> tuple[State, dict]:
-  shardings, _, _ = _flatten(compiled.state_shardings)
-  flat_abs, treedef, names = _flatten(abstract_state)
-  target = {n: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=shardings[n])
-            for n, a in flat_abs.items()}
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-  flat = restored["state"]
-  state = jax.tree_util.tree_unflatten(treedef, [flat[n] for n in names])
-  return state, restored["meta"]
-
-
-def _save(mgr: ocp.CheckpointManager, step: int, state: State, meta: dict) -> None:
-  flat, _, _ = _flatten(state)
-  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat),
-                                         meta=ocp.args.JsonSave(meta)),
-           force=True)
+def eval_point(compiled: Compiled, params: Any,
+               eval_sets: Mapping[str, Mapping[str, np.ndarray]],
+               batch_size: int, step: int, tokens: float) -> dict[str, Any]:
+  """A curve point: ``{"step", "tokens", "domains", "aggregate"}``."""
+  return {"step": step, "tokens": tokens,
+          **evaluate(compiled, params, eval_sets, batch_size)}
 
 
 # ----------------------------------------------------------------------------
-# The run loop.
+# The run loop: composed of train/cadence, train/checkpoint and train/runlog.
 
 
-def _read_jsonl(path: epath.Path) -> list[dict]:
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line]
+class _RunLoop:
+  """One run's training from its first unsaved step to its end."""
+
+  def __init__(self, compiled: Compiled, batches: BatchSource,
+               eval_sets: Mapping[str, Mapping[str, np.ndarray]],
+               settings: RunSettings, workdir: epath.Path, label: str):
+    self.compiled, self.batches, self.eval_sets = compiled, batches, eval_sets
+    self.settings, self.workdir, self.label = settings, workdir, label
+    self.num_steps = int(batches.num_steps)
+    self.say = distributed.primary_only(print)  # progress: process 0 only
+    self.mgr = checkpoint.manager(workdir / "checkpoints",
+                                  max_to_keep=settings.keep_checkpoints)
+    self.log = runlog.RunLog(workdir)
+    self.pending = cadence.MetricsQueue()  # (end step, (metrics, updates))
+    self.state: State = {}
+    self.start = self.last_saved = 0
+    self.tokens = 0.0
+    self.curve: list[dict] = []
+
+  def begin(self, seed: int) -> None:
+    """Restores the latest checkpoint, or initializes the state from ``seed``."""
+    abstract = jax.eval_shape(self.compiled.init, jax.random.PRNGKey(0),
+                              np.int32(self.num_steps))
+    start = self.mgr.latest_step()
+    if start is None:
+      self.state = init_state(self.compiled, seed, self.num_steps)
+    else:
+      self.state, meta = checkpoint.restore(
+          self.mgr, start, self.compiled.state_shardings, abstract)
+      if int(meta["num_steps"]) != self.num_steps:
+        raise ValueError(
+            f"{self.workdir}/checkpoints is from a run of {meta['num_steps']} "
+            f"steps, this run has {self.num_steps}; use a fresh workdir")
+      self.tokens = float(meta["tokens"])
+      self.say(f"{self.label}resumed from step {start}/{self.num_steps}",
+               flush=True)
+    self.start = self.last_saved = start or 0
+    self.curve = self.log.resume(self.start)
+    if self.batches.padded_final_step:
+      self.say(f"{self.label}note: the last batch (step {self.num_steps}) is "
+               "partial; its padding carries zero weight", flush=True)
+
+  def train_call(self, step: int, done: int) -> dict:
+    """Trains steps ``step + 1 .. done`` in one compiled call; their metrics.
+
+    With ``steps_per_call > 1`` the metrics have a leading per-slot axis;
+    unused slots repeat the last batch and are skipped.
+    """
+    local = [batch_lib.model_arrays(self.batches.batch(
+        t, shard=jax.process_index(), num_shards=jax.process_count()))
+             for t in range(step, done)]
+    per_call, mesh = self.compiled.steps_per_call, self.compiled.mesh
+    if per_call == 1:
+      self.state, metrics = self.compiled.train_step(
+          self.state, sharding.put_batch(local[0], mesh))
+    else:
+      self.state, metrics = self.compiled.train_steps(
+          self.state, sharding.put_stacked_batch(
+              local + local[-1:] * (per_call - len(local)), mesh),
+          np.int32(done))
+    self.pending.push(done, (metrics, done - step))
+    return metrics
+
+  def drain(self, upto: int) -> None:
+    """Reads back the calls ending by ``upto``: counts tokens, guards the loss.
+
+    Tokens are the step's global weight sum (each process holds only its rows).
+    """
+    for end, (metrics, n) in self.pending.pop_upto(upto):
+      loss_n, tokens_n = (np.atleast_1d(x) for x in
+                          jax.device_get((metrics["loss"], metrics["tokens"])))
+      for i in range(n):
+        cadence.check_finite([loss_n[i]], end - n + i + 1,
+                             num_steps=self.num_steps,
+                             last_saved=self.last_saved,
+                             ckpt_dir=f"{self.workdir}/checkpoints",
+                             label=self.label)
+        self.tokens += float(tokens_n[i])
+
+  def log_train(self, done: int, metrics: dict, updates: int,
+                speed: runlog.Speedometer) -> None:
+    """Logs the metrics of the call's last update (step ``done``)."""
+    m = jax.device_get(metrics)
+    if self.compiled.steps_per_call > 1:  # slot of the call's last update
+      m = jax.tree.map(lambda x: x[updates - 1], m)
+    record = runlog.train_record(
+        done, m, self.tokens,
+        speed.tokens_per_s(done, self.settings.tokens_per_step))
+    self.log.log_train(record)
+    self.say(runlog.progress_line(self.label, done, self.num_steps, record,
+                                  speed.eta(done, self.num_steps)), flush=True)
+
+  def evaluate(self, step: int) -> dict:
+    """Evaluates the current params; logs and returns the curve point."""
+    point = eval_point(self.compiled, self.state["params"], self.eval_sets,
+                       self.settings.eval_batch_size, step, self.tokens)
+    self.log.log_eval(point)
+    agg = point["aggregate"]
+    self.say(f"{self.label}eval step {step}: loss {agg['loss']:.4f} "
+             f"ppl_seq {agg['ppl_seq']:.2f}", flush=True)
+    return point
+
+  def save(self, done: int) -> None:
+    self.drain(done)  # never save a diverged state
+    checkpoint.save(self.mgr, done, self.state,
+                    {"step": done, "num_steps": self.num_steps,
+                     "tokens": self.tokens})
+    self.last_saved = done
+
+  def run(self) -> dict:
+    """Trains to the end; the final curve point."""
+    settings, n = self.settings, self.num_steps
+    speed = runlog.Speedometer(self.start)
+    s = self.start
+    while s < n:
+      done = settings.call_end(s, n, self.compiled.steps_per_call)
+      metrics = self.train_call(s, done)
+      self.drain(s)  # the previous call's metrics: one call of lag
+      updates, s = done - s, done
+      if settings.logs_at(done, n):
+        self.drain(done)
+        self.log_train(done, metrics, updates, speed)
+      if settings.evals_at(done, n):
+        self.drain(done)
+        self.curve.append(self.evaluate(done))
+      if settings.saves_at(done, n):
+        self.save(done)
+    self.drain(n)
+    final = self.evaluate(n)
+    self.mgr.wait_until_finished()
+    return final
+
+  def close(self) -> None:
+    checkpoint.close(self.mgr)
+    self.log.close()
 
 
-def keep_jsonl_upto(path: epath.Path, step: int) -> list[dict]:
-  """Drops the lines of a step log past ``step`` (what a crash left behind).
-
-  A run restarted from its checkpoint at ``step`` retrains the later steps and
-  logs them again; without this, ``metrics.jsonl`` / ``curve.jsonl`` would
-  hold those steps twice. Rewrites the file atomically only when it changes;
-  returns the kept records.
-  """
-  records = _read_jsonl(path)
-  kept = [r for r in records if r["step"] <= step]
-  if len(kept) != len(records):
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-  return kept
-
-
-def _fmt_time(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def train_run(config: Any, batches: Any,
+def train_run(config: Any, batches: BatchSource,
               eval_sets: Mapping[str, Mapping[str, np.ndarray]],
               workdir: str | os.PathLike, *, vocab_size: int,
               eval_every_steps: int = 0, progress_label: str = "") -> dict:
@@ -421,8 +509,7 @@ def train_run(config: Any, batches: Any,
 
   Args:
     config: the study config (uses ``model``, ``train``, ``mesh``, ``seed``).
-    batches: the batch source (``num_steps``, ``batch(step, shard,
-      num_shards)``, ``tokens_per_domain``, ``padded_final_step``).
+    batches: the batch source (``batches.BatchSource``).
     eval_sets: domain -> held-out arrays (batch format plus ``num_bytes``).
     workdir: this run's directory (checkpoints, metrics, result.json).
     vocab_size: the tokenizer's vocabulary size.
@@ -441,171 +528,25 @@ def train_run(config: Any, batches: Any,
   workdir.mkdir(parents=True, exist_ok=True)
   label = f"[{progress_label}] " if progress_label else ""
   num_steps = int(batches.num_steps)
-  result_path = workdir / "result.json"
-  if result_path.exists():
-    result = json.loads(result_path.read_text())
-    if result.get("steps") != num_steps:
-      raise ValueError(
-          f"{workdir} holds a finished run of {result.get('steps')} steps, but "
-          f"this run has {num_steps}; use a fresh workdir for a different run")
-    print(f"{label}already finished ({num_steps} steps): {result_path}",
-          flush=True)
+  result = runlog.read_finished(workdir, num_steps)
+  if result is not None:
+    print(f"{label}already finished ({num_steps} steps): "
+          f"{workdir / 'result.json'}", flush=True)
     return result
   if num_steps < 1:
     raise ValueError(f"{label}the batch source has num_steps={num_steps}; "
                      "a run needs at least one step")
-
   compiled = get_compiled(config, vocab_size)
-  mesh = compiled.mesh
-  every = int(eval_every_steps or config.train.get("eval_every_steps", 0) or 0)
-  ckpt_every = int(config.train.checkpoint_every_steps)
-  log_every = max(1, int(config.train.log_every_steps))
-  eval_bs = int(config.train.eval_batch_size)
-  tokens_per_step = int(config.train.global_batch_size) * int(config.train.seq_len)
-
-  mgr = ocp.CheckpointManager(
-      (workdir / "checkpoints").resolve(),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=int(config.train.keep_checkpoints), create=True,
-          enable_async_checkpointing=True),
-      item_names=("state", "meta"))
-  # Process 0 alone writes the run's files (TensorBoard events, metrics.jsonl,
-  # curve.jsonl, result.json); checkpoints are written by every process.
-  primary = jax.process_index() == 0
-  say = distributed.primary_only(print)  # progress lines: process 0 only
-  writer = metrics_lib.create_writer(workdir, just_logging=not primary)
-  metrics_path = workdir / "metrics.jsonl"
-  curve_path = workdir / "curve.jsonl"
-
+  loop = _RunLoop(compiled, batches, eval_sets,
+                  RunSettings.from_config(config, eval_every_steps), workdir,
+                  label)
   try:
-    with jax.set_mesh(mesh):
-      abstract = jax.eval_shape(compiled.init, jax.random.PRNGKey(0),
-                                np.int32(num_steps))
-      start = mgr.latest_step()
-      if start is not None:
-        state, meta = _restore(mgr, start, compiled, abstract)
-        if int(meta["num_steps"]) != num_steps:
-          raise ValueError(
-              f"{workdir}/checkpoints is from a run of {meta['num_steps']} "
-              f"steps, this run has {num_steps}; use a fresh workdir")
-        tokens_done = float(meta["tokens"])
-        say(f"{label}resumed from step {start}/{num_steps}", flush=True)
-      else:
-        start, tokens_done = 0, 0.0
-        state = init_state(compiled, int(config.seed), num_steps)
-      curve = [c for c in _read_jsonl(curve_path) if c["step"] <= start]
-      if primary:
-        keep_jsonl_upto(metrics_path, start)
-        keep_jsonl_upto(curve_path, start)
-      if batches.padded_final_step:
-        say(f"{label}note: the last batch (step {num_steps}) is partial; its "
-            "padding carries zero weight", flush=True)
-
-      # (step after the call's last update, its metrics, updates in the call);
-      # metrics have a leading per-update axis.
-      pending: list[tuple[int, dict, int]] = []
-      last_saved = start
-
-      def check(upto: int) -> None:
-        # Also counts the tokens trained from the step's global weight sum
-        # (each process holds only its rows of the batch).
-        nonlocal tokens_done
-        while pending and pending[0][0] <= upto:
-          end, m, n = pending.pop(0)
-          loss_n, tokens_n = (np.atleast_1d(x) for x in
-                              jax.device_get((m["loss"], m["tokens"])))
-          for i in range(n):
-            loss = float(loss_n[i])
-            tokens_done += float(tokens_n[i])
-            if not math.isfinite(loss):
-              raise TrainingDiverged(
-                  f"{label}loss is {loss} at step {end - n + i + 1} of "
-                  f"{num_steps}; stopping. Last good checkpoint: step "
-                  f"{last_saved} in {workdir}/checkpoints")
-
-      def run_eval(step: int) -> dict:
-        res = evaluate(compiled, state["params"], eval_sets, eval_bs)
-        point = {"step": step, "tokens": tokens_done, **res}
-        if primary:
-          with curve_path.open("a") as f:
-            f.write(json.dumps(point) + "\n")
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in
-                                    res["aggregate"].items() if v is not None})
-        agg = res["aggregate"]
-        say(f"{label}eval step {step}: loss {agg['loss']:.4f} "
-            f"ppl_seq {agg['ppl_seq']:.2f}", flush=True)
-        return point
-
-      t0 = time.time()
-      t_log, s_log = t0, start
-      per_call = compiled.steps_per_call
-      s = start
-      while s < num_steps:
-        # One call trains up to per_call steps, ending at the next log, eval
-        # or checkpoint step so those see exactly this state.
-        done = min([num_steps, s + per_call] + [
-            (s // n + 1) * n for n in (log_every, every, ckpt_every) if n])
-        local = [{k: v for k, v in batches.batch(
-            t, shard=jax.process_index(), num_shards=jax.process_count()
-        ).items() if k in BATCH_KEYS} for t in range(s, done)]
-        if per_call == 1:
-          state, metrics = compiled.train_step(
-              state, sharding.put_batch(local[0], mesh))
-        else:  # unused slots repeat the last batch; they are skipped
-          state, metrics = compiled.train_steps(
-              state, sharding.put_stacked_batch(
-                  local + local[-1:] * (per_call - len(local)), mesh),
-              np.int32(done))
-        pending.append((done, metrics, done - s))
-        check(s)
-        s = done
-        if done % log_every == 0 or done == num_steps:
-          check(done)
-          m = jax.device_get(metrics)
-          if per_call > 1:  # the metrics of the call's last update
-            m = jax.tree.map(lambda x: x[len(local) - 1], m)
-          now = time.time()
-          tps = (done - s_log) * tokens_per_step / max(now - t_log, 1e-9)
-          eta = (now - t0) / max(done - start, 1) * (num_steps - done)
-          record = {"step": done, "loss": float(m["loss"]), "lr": float(m["lr"]),
-                    "grad_norm": float(m["grad_norm"]), "tokens": tokens_done,
-                    "tokens_per_s": tps}
-          writer.write_scalars(done, {k: v for k, v in record.items()
-                                      if k != "step"})
-          if primary:
-            with metrics_path.open("a") as f:
-              f.write(json.dumps(record) + "\n")
-          filled = int(20 * done / num_steps)
-          bar = "#" * filled + "." * (20 - filled)
-          say(f"{label}[{bar}] step {done}/{num_steps} "
-              f"loss {record['loss']:.4f} "
-              f"lr {record['lr']:.2e} tok/s {tps:,.0f} eta {_fmt_time(eta)}",
-              flush=True)
-          t_log, s_log = now, done
-        if every and done % every == 0 and done < num_steps:
-          check(done)
-          curve.append(run_eval(done))
-        if done % ckpt_every == 0 or done == num_steps:
-          check(done)  # never save a diverged state
-          _save(mgr, done, state, {"step": done, "num_steps": num_steps,
-                                   "tokens": tokens_done})
-          last_saved = done
-      check(num_steps)
-      final = run_eval(num_steps)
-      curve = [c for c in curve if c["step"] < num_steps] + [final]
-      mgr.wait_until_finished()
+    with jax.set_mesh(compiled.mesh):
+      loop.begin(int(config.seed))
+      final = loop.run()
   finally:
-    mgr.wait_until_finished()
-    mgr.close()
-    writer.flush()
-    writer.close()
-
-  result = {"steps": num_steps,
-            "tokens_per_domain": {d: float(t) for d, t in
-                                  batches.tokens_per_domain.items()},
-            "final_eval": {"domains": final["domains"],
-                           "aggregate": final["aggregate"]},
-            "curve": curve}
-  if primary:
-    atomic_write_json(result_path, result)
+    loop.close()
+  result = runlog.make_result(num_steps, batches.tokens_per_domain, final,
+                              loop.curve)
+  loop.log.write_result(result)
   return result

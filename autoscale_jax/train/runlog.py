@@ -1,0 +1,169 @@
+"""A run's log in its workdir: metrics.jsonl, curve.jsonl, TensorBoard, result.json.
+
+* ``metrics.jsonl``: one train record per log step (``train_record``).
+* ``curve.jsonl``: one eval point per eval step (``{"step", "tokens",
+  "domains", "aggregate"}``).
+* TensorBoard event files (clu writer) with the same scalars.
+* ``result.json``: the finished run (``make_result``), written atomically
+  last; a run whose ``result.json`` exists is finished (``read_finished``).
+
+Process 0 alone writes these files; the other processes only log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+from etils import epath
+
+from autoscale_jax.fileio import atomic_write_json, atomic_write_text
+from autoscale_jax.train import metrics as metrics_lib
+
+
+def read_jsonl(path: epath.Path) -> list[dict]:
+  """The records of a JSON-lines file (none if it does not exist)."""
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def keep_jsonl_upto(path: epath.Path, step: int) -> list[dict]:
+  """Drops the lines of a step log past ``step`` (what a crash left behind).
+
+  A run restarted from its checkpoint at ``step`` retrains the later steps and
+  logs them again; without this, ``metrics.jsonl`` / ``curve.jsonl`` would
+  hold those steps twice. Rewrites the file atomically only when it changes;
+  returns the kept records.
+  """
+  records = read_jsonl(path)
+  kept = [r for r in records if r["step"] <= step]
+  if len(kept) != len(records):
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+  return kept
+
+
+def read_finished(workdir: epath.Path, num_steps: int) -> dict | None:
+  """The run's ``result.json`` if it finished (None otherwise).
+
+  Raises:
+    ValueError: the finished run has another length (a different run).
+  """
+  path = workdir / "result.json"
+  if not path.exists():
+    return None
+  result = json.loads(path.read_text())
+  if result.get("steps") != num_steps:
+    raise ValueError(
+        f"{workdir} holds a finished run of {result.get('steps')} steps, but "
+        f"this run has {num_steps}; use a fresh workdir for a different run")
+  return result
+
+
+def train_record(step: int, metrics: Mapping[str, Any], tokens: float,
+                 tokens_per_s: float) -> dict:
+  """One ``metrics.jsonl`` line from one step's train metrics."""
+  return {"step": step, "loss": float(metrics["loss"]),
+          "lr": float(metrics["lr"]), "grad_norm": float(metrics["grad_norm"]),
+          "tokens": tokens, "tokens_per_s": tokens_per_s}
+
+
+def make_result(num_steps: int, tokens_per_domain: Mapping[str, float],
+                final: dict, curve: list[dict]) -> dict:
+  """The run's result: ``{"steps", "tokens_per_domain", "final_eval", "curve"}``.
+
+  ``final`` is the eval point at ``num_steps``; it ends the curve (replacing
+  a point of that step already there).
+  """
+  return {"steps": num_steps,
+          "tokens_per_domain": {d: float(t)
+                                for d, t in tokens_per_domain.items()},
+          "final_eval": {"domains": final["domains"],
+                         "aggregate": final["aggregate"]},
+          "curve": [c for c in curve if c["step"] < num_steps] + [final]}
+
+
+class RunLog:
+  """Writes one run's log files (process 0) and TensorBoard scalars."""
+
+  def __init__(self, workdir: str | os.PathLike):
+    self.workdir = epath.Path(workdir)
+    self.primary = jax.process_index() == 0
+    self.metrics_path = self.workdir / "metrics.jsonl"
+    self.curve_path = self.workdir / "curve.jsonl"
+    self.writer = metrics_lib.create_writer(self.workdir,
+                                            just_logging=not self.primary)
+
+  def resume(self, step: int) -> list[dict]:
+    """The curve points up to ``step``; drops both logs' lines past it."""
+    curve = [c for c in read_jsonl(self.curve_path) if c["step"] <= step]
+    if self.primary:
+      keep_jsonl_upto(self.metrics_path, step)
+      keep_jsonl_upto(self.curve_path, step)
+    return curve
+
+  def _append(self, path: epath.Path, record: dict) -> None:
+    if self.primary:
+      with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+  def log_train(self, record: dict) -> None:
+    """A ``train_record``: to TensorBoard and ``metrics.jsonl``."""
+    self.writer.write_scalars(record["step"], {k: v for k, v in record.items()
+                                               if k != "step"})
+    self._append(self.metrics_path, record)
+
+  def log_eval(self, point: dict) -> None:
+    """An eval point: to ``curve.jsonl`` and TensorBoard (``eval/...``)."""
+    self._append(self.curve_path, point)
+    self.writer.write_scalars(point["step"], {
+        f"eval/{k}": v for k, v in point["aggregate"].items() if v is not None})
+
+  def write_result(self, result: dict) -> None:
+    """Writes ``result.json`` atomically (the run is finished from now on)."""
+    if self.primary:
+      atomic_write_json(self.workdir / "result.json", result)
+
+  def close(self) -> None:
+    self.writer.flush()
+    self.writer.close()
+
+
+class Speedometer:
+  """Tokens per second between log steps, and the time left."""
+
+  def __init__(self, start_step: int):
+    self.t0 = self.t_last = time.time()
+    self.start = self.s_last = start_step
+
+  def tokens_per_s(self, step: int, tokens_per_step: float) -> float:
+    """Tokens per second since the last call (or the start); resets the mark."""
+    now = time.time()
+    rate = (step - self.s_last) * tokens_per_step / max(now - self.t_last,
+                                                        1e-9)
+    self.t_last, self.s_last = now, step
+    return rate
+
+  def eta(self, step: int, num_steps: int) -> float:
+    """Seconds left at the average speed since the start."""
+    done = max(step - self.start, 1)
+    return (time.time() - self.t0) / done * (num_steps - step)
+
+
+def fmt_time(seconds: float) -> str:
+  """``H:MM:SS``."""
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def progress_line(label: str, step: int, num_steps: int, record: dict,
+                  eta_s: float) -> str:
+  """``[####....] step s/n loss .. lr .. tok/s .. eta ..`` after ``label``."""
+  filled = int(20 * step / num_steps)
+  bar = "#" * filled + "." * (20 - filled)
+  return (f"{label}[{bar}] step {step}/{num_steps} loss {record['loss']:.4f} "
+          f"lr {record['lr']:.2e} tok/s {record['tokens_per_s']:,.0f} "
+          f"eta {fmt_time(eta_s)}")
