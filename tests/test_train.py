@@ -223,10 +223,16 @@ def test_steps_per_call_trains_the_same_run(tmp_path):
                                  rtol=1e-5)
 
 
-def test_batch_sources_satisfy_the_trainer_protocol():
-  from autoscale_jax.data.pipeline import QuotaBatches
-  quota = QuotaBatches({"a": np.arange(1, 400, dtype=np.int32) % 50 + 1},
-                       {"a": 100}, seed=0, seq_len=L, batch_size=B, pad_id=0)
+def test_batch_sources_satisfy_the_trainer_protocol(tmp_path):
+  from autoscale_jax.data import pipeline
+  c = _config()
+  c.data.source = "fixture"
+  c.data.domains = ("alpha", "beta")
+  c.data.tokenizer = "byte"
+  c.data.heldout_docs = 2
+  c.data.heldout_max_sequences = 2
+  bundle = pipeline.prepare_data(c, str(tmp_path))
+  quota = bundle.quota_batches({"alpha": 100, "beta": 50}, seed=0)
   for source in (quota, SyntheticBatches(2, B, L, V)):
     assert isinstance(source, BatchSource), type(source).__name__
   assert not isinstance(object(), BatchSource)
