@@ -40,7 +40,8 @@ def _cpu_model() -> str:
 
 
 def _write_runs(path: str, runs: int, domains: int) -> int:
-  from autoscale_jax.mixing import ddo, simulate  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from autoscale_jax.mixing import ddo, simulate
   names = [f"d{i}" for i in range(domains)]
   per_seed = 1 + 2 * domains
   seeds = range(-(-runs // per_seed))
