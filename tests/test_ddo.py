@@ -317,3 +317,36 @@ def test_interrupt_during_bootstrap_stops_between_chunks(monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     ddo.fit_and_solve(runs, bootstrap=24, seed=3)
   assert len(calls) == 2
+
+
+# ------------------------------------------ fitting nothing is an error
+
+def test_fit_that_fits_nothing_raises_and_writes_nothing(tmp_path):
+  overflow = _small_runs()
+  _run(overflow, "a_x0.2_s0")["eval"] = {"a": 1e300, "b": 1e300}
+  beyond = _small_runs()
+  _run(beyond, "base_s0")["eval"] = {"a": 1e-300, "b": 1e-300}
+  _run(beyond, "a_x0.2_s0")["eval"] = {"a": 1e300, "b": 1e300}
+  for doc, phrases in (
+      (overflow, ("domain(s) a: no power law could be fitted",
+                  "no mixture was fitted")),
+      (beyond, ("run 'a_x0.2_s0'", "base run 'base_s0' = inf"))):
+    path = tmp_path / "RUNS.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ddo.RunsError) as e:
+      ddo.run_fit_stage(str(path), str(tmp_path / "out"), bootstrap=0)
+    assert "\n" not in str(e.value)
+    for p in phrases:
+      assert p in str(e.value), str(e.value)
+    assert not (tmp_path / "out" / "mixture.json").exists()
+
+
+def test_require_finished_names_missing_runs():
+  planned = [f"b0_r{i}" for i in range(6)]
+  ddo.require_finished(planned, planned + ["other"], "DDO budget 1")
+  with pytest.raises(ddo.RunsError) as e:
+    ddo.require_finished(planned, ["b0_r1"], "DDO budget 1 (1e+06 tokens)")
+  msg = str(e.value)
+  assert msg.startswith("DDO budget 1 (1e+06 tokens): 5 of 6 planned runs")
+  assert "(b0_r0, b0_r2, b0_r3, b0_r4 ...)" in msg and "b0_r1" not in msg
+  assert "nothing was fitted" in msg and "--stage=ddo" in msg

@@ -28,7 +28,7 @@ import json
 import math
 import re
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from etils import epath
@@ -353,6 +353,55 @@ def _noise_estimate(data: RunsData, agg: dict[str, float],
   return 0.0, "none"
 
 
+def _check_points_finite(pts, meta, bases: Mapping[int, str]) -> None:
+  """Raises RunsError naming a run whose relative metric is not finite."""
+  for d, (_, ys) in pts.items():
+    for y, (name, seed) in zip(ys, meta[d]):
+      if not math.isfinite(y):
+        raise RunsError(
+            f"run {name!r}: field eval: aggregate / aggregate of base run "
+            f"{bases[seed]!r} = {y!r} (out of float64 range); check both "
+            "runs' eval values")
+
+
+def _check_fitted(fits: Mapping[str, powerlaw.PowerLawFit]) -> None:
+  """Raises RunsError when a domain's power law could not be fitted.
+
+  The mixture needs every domain's curve, so one failed fit means nothing
+  was fitted: ``--stage=fit`` must fail rather than write a mixture.
+  """
+  bad = [d for d, f in fits.items()
+         if not all(math.isfinite(v) for v in (f.a, f.b, f.c, f.rms))]
+  if bad:
+    raise RunsError(
+        f"domain(s) {', '.join(bad)}: no power law could be fitted (non-"
+        "finite parameters), so no mixture was fitted; check these domains' "
+        "runs in RUNS.json (eval values, tokens)")
+
+
+def require_finished(planned: Sequence[str], finished: Iterable[str],
+                     what: str) -> None:
+  """Raises RunsError when planned runs have no finished record.
+
+  For ``--stage=fit``: fitting with runs missing fits nothing, which is an
+  error (exit 2), not a success.
+
+  Args:
+    planned: run names the fit needs.
+    finished: names of the runs with a finished record.
+    what: what is being fitted, e.g. ``"DDO budget 1 (4.1e+06 tokens)"``.
+  """
+  done = set(finished)
+  missing = [n for n in planned if n not in done]
+  if missing:
+    raise RunsError(
+        f"{what}: {len(missing)} of {len(planned)} planned runs have no "
+        f"finished record ({', '.join(missing[:4])}"
+        f"{' ...' if len(missing) > 4 else ''}), so nothing was fitted; "
+        "train them with --stage=ddo (or wait until every worker is done), "
+        "then run --stage=fit again")
+
+
 def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
                   metric: str | None = None,
                   target_domains: Mapping[str, float] | None = None,
@@ -430,6 +479,7 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
       pts[d][1].append(agg[r["name"]] / base_agg[r["seed"]])
       meta[d].append((r["name"], r["seed"]))
 
+  _check_points_finite(pts, meta, data.bases)
   lo, hi = _bounds(bounds, domains, {d: pts[d][0] for d in domains},
                    upper_bound)
   warm = None
@@ -438,6 +488,7 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
                            max(len(np.unique(pts[d][0])) for d in domains))
   report = powerlaw.fit_powerlaws(pts, lower_limits=lo)
   fits = report.fits
+  _check_fitted(fits)
   warnings = list(report.warnings)
   a = {d: max(fits[d].a, -lo[d] + 1e-12 * (1 + abs(lo[d]))) for d in domains}
   b = {d: fits[d].b for d in domains}
