@@ -567,13 +567,16 @@ def _bootstrap_chunk(replicates: int, m: int, points: int) -> int:
 
 
 def _warm_bootstrap(replicates: int, m: int, points: int
-                    ) -> threading.Thread:
+                    ) -> threading.Event:
   """Compiles the bootstrap's fitter and solver in a background thread.
 
   Runs while the main fit compiles on the other core, so the bootstrap
-  itself is only short compiled calls (Ctrl-C acts between them). Not a
-  daemon: an interrupted process waits for the compilation to end rather
-  than tearing XLA down under it. Errors are left to the real calls.
+  itself is only short compiled calls (Ctrl-C acts between them). Returns
+  an event set when the compilation is over; wait on it, not on the thread:
+  an interrupted ``Thread.join`` marks a running thread as stopped (Python
+  3.11, bpo-45274), and the interpreter would then tear XLA down under the
+  compilation (abort) instead of waiting for it. Not a daemon for the same
+  reason. Errors are left to the real calls.
   """
   chunk = _bootstrap_chunk(replicates, m, points)
   rows = chunk * m
@@ -589,14 +592,16 @@ def _warm_bootstrap(replicates: int, m: int, points: int
                            s=np.full(m, 1.0 / m))
     except Exception:  # pylint: disable=broad-except
       pass
+    finally:
+      done.set()
 
-  thread = threading.Thread(target=compile_once, name="bootstrap-compile")
-  thread.start()
-  return thread
+  done = threading.Event()
+  threading.Thread(target=compile_once, name="bootstrap-compile").start()
+  return done
 
 
 def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
-               warm: threading.Thread | None = None) -> np.ndarray:
+               warm: threading.Event | None = None) -> np.ndarray:
   """Optimal weights ``[reps, m]`` of parametric-bootstrap replicates.
 
   Every replicate's noise is drawn at once (one ``[reps, runs + seeds]``
@@ -635,7 +640,7 @@ def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
   distinct = max(len(np.unique(pts[d][0])) for d in domains)
   chunk = _bootstrap_chunk(reps, m, distinct)
   if warm is not None:
-    warm.join()
+    warm.wait()
   weights = np.empty((reps, m))
   for start in range(0, reps, chunk):
     # Every call has `chunk` replicates (the last one repeats its rows), so
