@@ -545,9 +545,10 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
 
 
 # Work per compiled bootstrap call, in point-iterations of the fitter (rows x
-# padded points x starts x iterations): about 0.1-0.5 s on one CPU core, so
-# Ctrl-C (seen between calls) acts well within 2 s.
-_BOOT_CALL_WORK = 1 << 23
+# (padded points + 16) x starts x iterations): about 0.1-0.3 s on one idle
+# CPU core (512 rows of 3 distinct x), so Ctrl-C (seen between calls) acts
+# well within 2 s, and the last, padded chunk wastes little.
+_BOOT_CALL_WORK = 1 << 22
 _BOOT_ITERS = 60
 
 
