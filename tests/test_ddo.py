@@ -228,3 +228,125 @@ def test_run_fit_stage_writes_mixture(tmp_path):
   assert on_disk["weights"] == pytest.approx(mix["weights"])
   assert math.isclose(sum(on_disk["tokens"].values()), 1000, rel_tol=1e-12)
   assert [p.name for p in out.iterdir()] == ["mixture.json"]
+
+
+# ------------------------------------------- large inputs (repeated seeds)
+
+def _noisy_seeded_runs(seeds=(0, 1, 2), noise=0.003):
+  truth, _, _ = _truth()
+  plan = ddo.plan_runs(DOMS, BUDGET, factors=(0.2, 0.5, 2.0, 3.0),
+                       seeds=seeds)
+  return simulate.simulate_runs(plan, truth, noise=noise, seed=1)
+
+
+def test_fit_with_repeated_x_minimises_the_cost_of_every_point():
+  """Seeds of one run are merged before fitting; the fit is still theirs."""
+  from autoscale_jax.mixing import powerlaw
+  rng = np.random.default_rng(1)  # a draw where LM converges fully
+  xs = np.repeat([0.2, 0.5, 1.0, 2.0, 3.0], 4)
+  ys = 1 + powerlaw.powerlaw(xs, 0.4, 0.8, 0) - powerlaw.powerlaw(
+      1.0, 0.4, 0.8, 0)
+  ys = ys * (1 + 0.01 * rng.standard_normal(len(xs)))
+  x, y, w = xs[None], ys[None], np.ones((1, len(xs)))
+  xg, yg, wg, within = powerlaw.group_repeated_x(x, y, w)
+  assert xg.shape == (1, 5) and wg.tolist() == [[4.0] * 5]
+  fit = powerlaw.fit_padded(x, y, w)
+  a, b, c = fit["a"][0], fit["b"][0], fit["c"][0]
+
+  def cost(a, b, c):
+    return float(np.sum((ys - powerlaw.powerlaw(xs, a, b, c)) ** 2))
+
+  assert fit["rms"][0] == pytest.approx(math.sqrt(cost(a, b, c) / len(xs)),
+                                        rel=1e-9)
+  assert within[0] == pytest.approx(
+      sum(np.sum((ys[xs == u] - ys[xs == u].mean()) ** 2)
+          for u in np.unique(xs)), rel=1e-12)
+  # The same fitter on the 20 points themselves (no merging) agrees.
+  import jax.numpy as jnp
+  from autoscale_jax.mixing.x64 import float64
+  rows = lambda v: jnp.asarray(np.repeat(v, 8, axis=0))
+  with float64():
+    ref = powerlaw._fit_padded_jit(
+        rows(x), rows(y), rows(w), rows(np.array([0.2])),
+        rows(powerlaw.default_starts(x, w, np.array([0.2]))),
+        powerlaw._LM_ITERS, rows(np.zeros(1)))
+    ref = [float(np.asarray(v)[0]) for v in ref]
+  assert fit["rms"][0] == pytest.approx(ref[3], rel=1e-9)
+  assert (a, b, c) == pytest.approx(tuple(ref[:3]), rel=1e-7)
+  assert bool(fit["converged"][0]) and bool(ref[4])
+  # Without repeated x the layout is passed through unchanged.
+  x1 = np.array([[0.2, 1.0, 3.0, 1.0]]); w1 = np.array([[1.0, 1, 1, 0]])
+  same = powerlaw.group_repeated_x(x1, x1, w1)
+  assert same[0] is x1 and same[2] is w1 and same[3].tolist() == [0.0]
+
+
+def test_bootstrap_does_not_depend_on_its_chunking(monkeypatch):
+  runs = _noisy_seeded_runs()
+  whole = ddo.fit_and_solve(runs, bootstrap=24, seed=3)
+  calls = []
+  solve_batch = ddo.optimize.solve_batch
+
+  def counted(*args, **kwargs):
+    calls.append(np.shape(args[0]))
+    return solve_batch(*args, **kwargs)
+
+  monkeypatch.setattr(ddo, "_BOOT_CALL_WORK", 1)  # 1 replicate per call
+  monkeypatch.setattr(ddo.optimize, "solve_batch", counted)
+  chunked = ddo.fit_and_solve(runs, bootstrap=24, seed=3)
+  assert calls.count((1, len(DOMS))) >= 24
+  assert chunked["bootstrap"]["replicates"] == 24
+  for d in DOMS:
+    assert chunked["intervals"][d] == pytest.approx(whole["intervals"][d],
+                                                    abs=1e-9)
+
+
+def test_interrupt_during_bootstrap_stops_between_chunks(monkeypatch):
+  """Ctrl-C is seen between compiled calls: no chunk after it runs."""
+  runs = _noisy_seeded_runs()
+  calls = []
+  solve_batch = ddo.optimize.solve_batch
+
+  def interrupted(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return solve_batch(*args, **kwargs)
+
+  monkeypatch.setattr(ddo, "_BOOT_CALL_WORK", 1)
+  monkeypatch.setattr(ddo.optimize, "solve_batch", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    ddo.fit_and_solve(runs, bootstrap=24, seed=3)
+  assert len(calls) == 2
+
+
+# ------------------------------------------ fitting nothing is an error
+
+def test_fit_that_fits_nothing_raises_and_writes_nothing(tmp_path):
+  overflow = _small_runs()
+  _run(overflow, "a_x0.2_s0")["eval"] = {"a": 1e300, "b": 1e300}
+  beyond = _small_runs()
+  _run(beyond, "base_s0")["eval"] = {"a": 1e-300, "b": 1e-300}
+  _run(beyond, "a_x0.2_s0")["eval"] = {"a": 1e300, "b": 1e300}
+  for doc, phrases in (
+      (overflow, ("domain(s) a: no power law could be fitted",
+                  "no mixture was fitted")),
+      (beyond, ("run 'a_x0.2_s0'", "base run 'base_s0' = inf"))):
+    path = tmp_path / "RUNS.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ddo.RunsError) as e:
+      ddo.run_fit_stage(str(path), str(tmp_path / "out"), bootstrap=0)
+    assert "\n" not in str(e.value)
+    for p in phrases:
+      assert p in str(e.value), str(e.value)
+    assert not (tmp_path / "out" / "mixture.json").exists()
+
+
+def test_require_finished_names_missing_runs():
+  planned = [f"b0_r{i}" for i in range(6)]
+  ddo.require_finished(planned, planned + ["other"], "DDO budget 1")
+  with pytest.raises(ddo.RunsError) as e:
+    ddo.require_finished(planned, ["b0_r1"], "DDO budget 1 (1e+06 tokens)")
+  msg = str(e.value)
+  assert msg.startswith("DDO budget 1 (1e+06 tokens): 5 of 6 planned runs")
+  assert "(b0_r0, b0_r2, b0_r3, b0_r4 ...)" in msg and "b0_r1" not in msg
+  assert "nothing was fitted" in msg and "--stage=ddo" in msg

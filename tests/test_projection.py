@@ -51,7 +51,8 @@ N2 = np.array([30.0, 25.0, 45.0, 100.0])
 @pytest.mark.parametrize("t", [1.0, 2.0, 0.5])
 def test_closed_form_cases(t):
   expected = {1.0: N2, 2.0: N2**2 / N1, 0.5: np.sqrt(N1 * N2)}[t]
-  out = P.project([mix(N1), mix(N2)], expected.sum())
+  out = P.project([mix(N1), mix(N2)], expected.sum(),
+                  allow_interpolation=True)
   assert out["method"] == "two-budget"
   assert out["t"] == pytest.approx(t, abs=1e-12)
   np.testing.assert_allclose(arr(out["tokens"]), expected, rtol=1e-12)
@@ -68,7 +69,8 @@ def test_input_order_does_not_matter():
 
 def test_monotone_root_find_all_growing():
   targets = np.geomspace(150.0, 1e7, 15)
-  ts = [P.project([mix(N1), mix(N2)], T)["t"] for T in targets]
+  ts = [P.project([mix(N1), mix(N2)], T, allow_interpolation=True)["t"]
+        for T in targets]
   assert np.all(np.diff(ts) > 0)
   for T, t in zip(targets, ts):
     q = P.two_budget_quantities(dict(zip(DOMAINS, N1)), dict(zip(DOMAINS, N2)),
@@ -91,14 +93,15 @@ def test_mixed_growth_and_shrink_root_on_increasing_branch():
   t_min = ts[np.argmin([total(t) for t in ts])]
   s_min_total = min(total(t) for t in ts)
   for target in [total(0.0) - 1.0, total(0.5), 500.0, 1e5]:
-    out = P.project([mix(n1), mix(n2)], target)
+    out = P.project([mix(n1), mix(n2)], target, allow_interpolation=True)
     assert out["t"] > t_min
     assert total(out["t"]) == pytest.approx(target, rel=1e-12)
-  ts_out = [P.project([mix(n1), mix(n2)], T)["t"]
+  ts_out = [P.project([mix(n1), mix(n2)], T, allow_interpolation=True)["t"]
             for T in np.geomspace(s_min_total * 1.001, 1e6, 12)]
   assert np.all(np.diff(ts_out) > 0)
   with pytest.raises(P.ProjectionError, match="unreachable.*books"):
-    P.project([mix(n1), mix(n2)], s_min_total * 0.9)
+    P.project([mix(n1), mix(n2)], s_min_total * 0.9,
+              allow_interpolation=True)
   notes = " ".join(P.project([mix(n1), mix(n2)], 500.0)["notes"])
   assert "books shrink" in notes
 
@@ -108,7 +111,7 @@ def test_two_budget_rule_exact_on_pure_power_laws():
   # paper's rule recovers the optimum at any target.
   o1, o2 = sim_optimum(1e6), sim_optimum(2e6)
   for target in [1.5e6, 8e6, 1e8]:
-    out = P.project([mix(o1), mix(o2)], target)
+    out = P.project([mix(o1), mix(o2)], target, allow_interpolation=True)
     np.testing.assert_allclose(arr(out["tokens"]), sim_optimum(target),
                                rtol=1e-9)
 
@@ -118,17 +121,18 @@ def test_three_budget_least_squares_within_one_percent():
   a = np.array([0.02, 0.1, 0.05, 0.0]) * sim_optimum(1e6)
   budgets = [1e6, 2e6, 4e6]
   optima = [mix(sim_optimum(n, a)) for n in budgets]
-  out = P.project(optima, 4e6)
+  out = P.project(optima, 4e6, allow_interpolation=True)
   assert out["method"] == "least-squares"
   assert out["s"] == pytest.approx(1.0, abs=0.02)
   assert set(out["fit"]["residuals_log"]) == set(DOMAINS)
   assert max(out["fit"]["max_abs_residual_log"].values()) < 0.01
   worst_ls, worst_two = 0.0, 0.0
   for target in np.geomspace(1e6, 4e6, 7):
-    got = arr(P.project(optima, target)["tokens"])
+    got = arr(P.project(optima, target, allow_interpolation=True)["tokens"])
     rel = np.abs(got / sim_optimum(target, a) - 1)
     assert rel.max() <= 0.01, (target, rel)
-    two = arr(P.project([optima[0], optima[2]], target)["tokens"])
+    two = arr(P.project([optima[0], optima[2]], target,
+                         allow_interpolation=True)["tokens"])
     worst_ls = max(worst_ls, rel.max())
     worst_two = max(worst_two, np.abs(two / sim_optimum(target, a) - 1).max())
   # Using the middle budget too does better than the two end budgets alone.
@@ -156,7 +160,8 @@ def test_heldout_check_numbers():
   mid = hc[1]["relative_error"]
   # Geometric mean of n0 and n_hi is n0 * r; predicted at n_mid's total, so
   # solve the same way here for the reference.
-  out = P.project([mix(n0), mix(n_hi)], n_mid.sum())
+  out = P.project([mix(n0), mix(n_hi)], n_mid.sum(),
+                  allow_interpolation=True)
   np.testing.assert_allclose(arr(mid), arr(out["tokens"]) / n_mid - 1,
                              rtol=1e-9)
   assert mid["books"] < -0.05
@@ -263,6 +268,7 @@ def test_errors_name_file_and_domain(tmp_path):
     P.load_optima([a, _write(tmp_path, "neg.json", neg)])
   other = mix(N2)
   other["tokens"]["wiki"] = other["tokens"].pop("github")
+  other["weights"]["wiki"] = other["weights"].pop("github")
   with pytest.raises(P.ProjectionError,
                      match=r"other\.json.*lacks github.*adds wiki"):
     P.load_optima([a, _write(tmp_path, "other.json", other)])
@@ -303,3 +309,74 @@ def test_weights_only_input_and_run_stage(tmp_path):
   assert written["inputs"][0]["path"] == a
   assert out["weights"] == written["weights"]
   assert not list((tmp_path / "out").glob(".tmp_*"))
+
+
+# ----------------------------------------- file-only validation (issue 17)
+
+
+def test_target_must_exceed_largest_budget_unless_interpolation_allowed(
+    tmp_path):
+  a = _write(tmp_path, "a.json", mix(N1))
+  b = _write(tmp_path, "b.json", mix(N2))
+  for target in (N2.sum(), 0.5 * N2.sum(), N1.sum() / 2):
+    with pytest.raises(P.ProjectionError) as e:
+      P.run_project_stage([a, b], target, str(tmp_path / "out"))
+    msg = str(e.value)
+    assert "\n" not in msg and f"target_tokens={target:.6g}" in msg
+    assert f"largest input budget {N2.sum():.6g}" in msg and "b.json" in msg
+    assert "allow_interpolation=True" in msg
+  assert not (tmp_path / "out" / "mixture.json").exists()
+  out = P.run_project_stage([a, b], np.sqrt(N1 * N2).sum(),
+                            str(tmp_path / "out"), allow_interpolation=True)
+  assert out["t"] == pytest.approx(0.5, abs=1e-12)
+  assert any("Interpolation" in n for n in out["notes"])
+  above = P.project(P.load_optima([a, b]), N2.sum() * 1.01)
+  assert not any("Interpolation" in n for n in above["notes"])
+
+
+def test_overflow_is_an_error_never_infinity(tmp_path):
+  a = _write(tmp_path, "a.json", mix(N1))
+  b = _write(tmp_path, "b.json", mix(N2))
+  for target in (1e300, 1.7e308):
+    with pytest.raises(P.ProjectionError) as e:
+      P.run_project_stage([a, b], target, str(tmp_path / "out"))
+    assert "\n" not in str(e.value) and "overflows" in str(e.value)
+    assert f"target_tokens={target:.6g}" in str(e.value)
+  assert not (tmp_path / "out").exists()
+  out = P.run_project_stage([a, b], 1e15, str(tmp_path / "out"))
+  json.loads((tmp_path / "out" / "mixture.json").read_text(),
+             parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
+  assert sum(out["tokens"].values()) == pytest.approx(1e15, rel=1e-12)
+
+
+def test_weights_tokens_and_budget_must_agree(tmp_path):
+  a = _write(tmp_path, "a.json", mix(N1))
+
+  def refused(name, obj, *phrases):
+    path = _write(tmp_path, name, obj)
+    with pytest.raises(P.ProjectionError) as e:
+      P.load_optima([a, path])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(path), msg
+    for p in phrases:
+      assert p in msg, msg
+
+  budget = mix(N2)
+  budget["budget_tokens"] *= 1.01
+  refused("budget.json", budget, "'tokens' sum to 200",
+          "'budget_tokens' is 202", "relative difference 0.0099")
+  weight = mix(N2)
+  weight["weights"]["c4"] += 0.01
+  refused("weight.json", weight, "weight of domain 'c4' is 0.235",
+          "tokens / budget_tokens gives 0.225")
+  names = mix(N2)
+  names["weights"]["wiki"] = names["weights"].pop("github")
+  refused("names.json", names, "weights lack github", "weights add wiki")
+  unnormalised = {"budget_tokens": N2.sum(),
+                  "weights": dict(zip(DOMAINS, (2 * N2 / N2.sum()).tolist()))}
+  refused("unnormalised.json", unnormalised, "weight of domain 'arxiv'")
+  # Within the tolerances (what --stage=fit writes after a JSON round trip).
+  close = mix(N2)
+  close["budget_tokens"] *= 1 + 5e-7
+  close["weights"]["c4"] += 5e-7
+  P.load_optima([a, _write(tmp_path, "close.json", close)])

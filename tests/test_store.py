@@ -97,3 +97,87 @@ def test_to_runs_json_feeds_load_runs():
   assert store.to_runs_json(recs, "loss")["metric"] == "loss"
   with pytest.raises(store.StoreError, match="metric"):
     store.to_runs_json(recs, "acc")
+
+
+# ------------------------------------------------- integrity (checksums)
+
+
+def _file(s, name, fp):
+  return epath.Path(s.root) / f"{name}__{fp[:16]}.json"
+
+
+def test_put_adds_checksum_of_content_and_get_verifies(tmp_path):
+  import hashlib
+  import json
+  s = store.ExperimentStore(tmp_path)
+  fp = store.fingerprint({"run": 1})
+  rec = _record("base_s0", fp)
+  rec["checksum"] = "0" * 64  # a caller's field of that name is replaced
+  s.put(rec)
+  on_disk = json.loads(_file(s, "base_s0", fp).read_text())
+  content = {k: v for k, v in on_disk.items() if k != "checksum"}
+  assert on_disk["checksum"] == hashlib.sha256(
+      store.canonical_json(content).encode()).hexdigest()
+  assert content == store._canonical({k: v for k, v in rec.items()
+                                      if k != "checksum"})
+  assert s.get("base_s0", fp)["final_eval"] == rec["final_eval"]
+  assert s.status([("base_s0", fp)])["done"] == ["base_s0"]
+  assert s.unverified == []
+
+
+def test_edited_record_is_reported_never_reused(tmp_path):
+  import json
+  s = store.ExperimentStore(tmp_path)
+  fp = store.fingerprint({"run": 1})
+  s.put(_record("a_x3_s0", fp, ppl=10.0))
+  path = _file(s, "a_x3_s0", fp)
+  rec = json.loads(path.read_text())
+  rec["final_eval"]["domains"]["a"]["ppl_seq"] *= 0.7  # still valid JSON
+  path.write_text(json.dumps(rec, indent=2))
+  for read in (lambda: s.get("a_x3_s0", fp), s.records,
+               lambda: s.status([("a_x3_s0", fp)])):
+    with pytest.raises(store.StoreError) as e:
+      read()
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg
+    assert "edited after it was written (checksum mismatch)" in msg
+    assert "delete it to retrain run 'a_x3_s0'" in msg
+  # An edit to a number JSON allows but the store cannot hold is an edit too.
+  path.write_text(path.read_text().replace('"bpb": 1.0', '"bpb": NaN', 1))
+  with pytest.raises(store.StoreError, match="checksum mismatch"):
+    s.get("a_x3_s0", fp)
+
+
+def test_record_without_checksum_is_used_with_a_note_not_rewritten(
+    tmp_path, caplog):
+  import json
+  s = store.ExperimentStore(tmp_path)
+  fp = store.fingerprint({"run": 1})
+  path = _file(s, "base_s0", fp)
+  legacy = json.dumps(_record("base_s0", fp), indent=2, sort_keys=True)
+  path.write_text(legacy)
+  with caplog.at_level("WARNING", logger=store.__name__):
+    assert s.get("base_s0", fp)["tokens"] == {"a": 100, "b": 100}
+    assert s.status([("base_s0", fp)])["done"] == ["base_s0"]
+  notes = [r.getMessage() for r in caplog.records if str(path) in
+           r.getMessage()]
+  assert len(notes) == 1 and "has no checksum" in notes[0]
+  assert s.unverified == [str(path)]
+  assert path.read_text() == legacy  # not rewritten behind the user's back
+
+
+def test_truncated_or_garbage_record_names_the_file(tmp_path):
+  from autoscale_jax.errors import UserError
+  s = store.ExperimentStore(tmp_path)
+  fp = store.fingerprint({"run": 1})
+  s.put(_record("r", fp))
+  path = _file(s, "r", fp)
+  whole = path.read_bytes()
+  for content in (whole[:len(whole) // 2], b"\xff\xfe\x00garbage", b"",
+                  b"[1, 2]"):
+    path.write_bytes(content)
+    with pytest.raises(store.StoreError) as e:
+      s.get("r", fp)
+    assert isinstance(e.value, UserError) and isinstance(e.value, ValueError)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert "delete it" in str(e.value)

@@ -12,6 +12,15 @@ a killed process leaves either the old state or the full new record. A record
 whose run name matches a planned run but whose fingerprint differs is *stale*:
 reported, never reused.
 
+Integrity: ``put`` adds ``checksum``, the sha256 of the canonical JSON of the
+record without that field; every read (``get``, ``records``, ``status``)
+verifies it, so a record edited by hand is reported as such
+(:class:`StoreError`) and never reused. A record written before checksums
+existed (no ``checksum`` field) is accepted unverified with one warning per
+file and process, and listed in ``ExperimentStore.unverified``; it is never
+rewritten behind the user's back. Truncated or garbage files raise
+:class:`StoreError` naming the file.
+
 For ``to_runs_json`` a record also carries ``tokens`` ({domain: int}),
 optionally ``seed``, and ``final_eval`` (as ``train_run`` returns it, at the
 top level or under ``result``).
@@ -21,22 +30,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from etils import epath
 
-from autoscale_jax import errors
+from autoscale_jax.errors import UserError
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+
+CHECKSUM_KEY = "checksum"
+_warned_unverified: set[str] = set()
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _RUNS_METRIC = {"ppl_seq": "ppl", "ppl_tok": "ppl", "ppl": "ppl",
                 "loss": "loss", "bpb": "loss"}
 
 
-class StoreError(errors.UserError, ValueError):
-  """A malformed record or store file (names the file or run)."""
+class StoreError(UserError, ValueError):
+  """A malformed, edited or unreadable record (names the file or run)."""
 
 
 def _canonical(obj: Any) -> Any:
@@ -68,11 +81,18 @@ def fingerprint(obj: Any) -> str:
   return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
 
+def record_checksum(record: Mapping[str, Any]) -> str:
+  """sha256 of the canonical JSON of ``record`` without its checksum field."""
+  return fingerprint({k: v for k, v in record.items() if k != CHECKSUM_KEY})
+
+
 class ExperimentStore:
   """One JSON record per (run name, fingerprint) under ``root``."""
 
   def __init__(self, root: epath.PathLike):
     self.root = epath.Path(root)
+    # Records read without a checksum (written before checksums existed).
+    self.unverified: list[str] = []
 
   def _path(self, name: str, fp: str) -> epath.Path:
     if not _NAME_RE.match(name):
@@ -87,17 +107,47 @@ class ExperimentStore:
       if key not in record:
         raise StoreError(f"record is missing {key!r}: {sorted(record)}")
     path = self._path(record["name"], record["fingerprint"])
-    return atomic_write_json(path, _canonical(record))
+    content = _canonical({k: v for k, v in record.items()
+                          if k != CHECKSUM_KEY})
+    content[CHECKSUM_KEY] = record_checksum(content)
+    return atomic_write_json(path, content)
 
   def _read(self, path: epath.Path) -> dict:
+    """Parses and verifies one record file; raises StoreError naming it."""
     try:
       rec = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise StoreError(f"{path}: not a valid JSON record ({e}); delete it to "
-                       "re-run that run") from e
+      raise StoreError(f"{path}: not a valid JSON record ({_one_line(e)}); "
+                       "delete it to re-run that run") from None
     if not isinstance(rec, dict) or "name" not in rec or "fingerprint" not in rec:
-      raise StoreError(f"{path}: record needs 'name' and 'fingerprint'")
+      raise StoreError(f"{path}: not a store record (needs an object with "
+                       "'name' and 'fingerprint'); delete it to re-run that "
+                       "run")
+    if CHECKSUM_KEY not in rec:
+      self._note_unverified(path)
+      return rec
+    try:
+      expected = record_checksum(rec)
+    except StoreError:  # e.g. a value edited to a non-JSON number
+      expected = None
+    if rec[CHECKSUM_KEY] != expected:
+      raise StoreError(
+          f"record {path} was edited after it was written (checksum "
+          f"mismatch): delete it to retrain run {rec['name']!r}, or restore "
+          "the file as it was written")
     return rec
+
+  def _note_unverified(self, path: epath.Path) -> None:
+    """Accepts a pre-checksum record once per file, with a warning."""
+    key = str(path)
+    if key not in self.unverified:
+      self.unverified.append(key)
+    if key not in _warned_unverified:
+      _warned_unverified.add(key)
+      logging.getLogger(__name__).warning(
+          "record %s has no checksum (written before records carried one): "
+          "used unverified and left as it is; delete it to retrain that run "
+          "if it may have been edited", key)
 
   def get(self, name: str, fp: str) -> dict | None:
     """The record of run ``name`` with fingerprint ``fp``, or None."""
@@ -136,6 +186,10 @@ class ExperimentStore:
       stale += [{"name": name, "fingerprint": f, "expected": fp}
                 for f in fps if f != fp]
     return {"done": done, "missing": missing, "stale": stale}
+
+
+def _one_line(e: Exception) -> str:
+  return " ".join(str(e).split())
 
 
 def to_runs_json(records: Sequence[Mapping[str, Any]], metric: str) -> dict:

@@ -27,7 +27,8 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any, Mapping, Sequence
+import threading
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from etils import epath
@@ -353,6 +354,55 @@ def _noise_estimate(data: RunsData, agg: dict[str, float],
   return 0.0, "none"
 
 
+def _check_points_finite(pts, meta, bases: Mapping[int, str]) -> None:
+  """Raises RunsError naming a run whose relative metric is not finite."""
+  for d, (_, ys) in pts.items():
+    for y, (name, seed) in zip(ys, meta[d]):
+      if not math.isfinite(y):
+        raise RunsError(
+            f"run {name!r}: field eval: aggregate / aggregate of base run "
+            f"{bases[seed]!r} = {y!r} (out of float64 range); check both "
+            "runs' eval values")
+
+
+def _check_fitted(fits: Mapping[str, powerlaw.PowerLawFit]) -> None:
+  """Raises RunsError when a domain's power law could not be fitted.
+
+  The mixture needs every domain's curve, so one failed fit means nothing
+  was fitted: ``--stage=fit`` must fail rather than write a mixture.
+  """
+  bad = [d for d, f in fits.items()
+         if not all(math.isfinite(v) for v in (f.a, f.b, f.c, f.rms))]
+  if bad:
+    raise RunsError(
+        f"domain(s) {', '.join(bad)}: no power law could be fitted (non-"
+        "finite parameters), so no mixture was fitted; check these domains' "
+        "runs in RUNS.json (eval values, tokens)")
+
+
+def require_finished(planned: Sequence[str], finished: Iterable[str],
+                     what: str) -> None:
+  """Raises RunsError when planned runs have no finished record.
+
+  For ``--stage=fit``: fitting with runs missing fits nothing, which is an
+  error (exit 2), not a success.
+
+  Args:
+    planned: run names the fit needs.
+    finished: names of the runs with a finished record.
+    what: what is being fitted, e.g. ``"DDO budget 1 (4.1e+06 tokens)"``.
+  """
+  done = set(finished)
+  missing = [n for n in planned if n not in done]
+  if missing:
+    raise RunsError(
+        f"{what}: {len(missing)} of {len(planned)} planned runs have no "
+        f"finished record ({', '.join(missing[:4])}"
+        f"{' ...' if len(missing) > 4 else ''}), so nothing was fitted; "
+        "train them with --stage=ddo (or wait until every worker is done), "
+        "then run --stage=fit again")
+
+
 def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
                   metric: str | None = None,
                   target_domains: Mapping[str, float] | None = None,
@@ -430,10 +480,16 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
       pts[d][1].append(agg[r["name"]] / base_agg[r["seed"]])
       meta[d].append((r["name"], r["seed"]))
 
+  _check_points_finite(pts, meta, data.bases)
   lo, hi = _bounds(bounds, domains, {d: pts[d][0] for d in domains},
                    upper_bound)
+  warm = None
+  if bootstrap > 0 and any(len(pts[d][0]) > 3 for d in domains):
+    warm = _warm_bootstrap(bootstrap, len(domains),
+                           max(len(np.unique(pts[d][0])) for d in domains))
   report = powerlaw.fit_powerlaws(pts, lower_limits=lo)
   fits = report.fits
+  _check_fitted(fits)
   warnings = list(report.warnings)
   a = {d: max(fits[d].a, -lo[d] + 1e-12 * (1 + abs(lo[d]))) for d in domains}
   b = {d: fits[d].b for d in domains}
@@ -451,7 +507,7 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
                "ci": ci, "method": "parametric bootstrap over runs"}
   if bootstrap > 0 and sd > 0:
     ws = _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd,
-                    bootstrap, seed)
+                    bootstrap, seed, warm)
     ok = np.all(np.isfinite(ws), axis=1)
     if ok.mean() < 0.95:
       warnings.append(f"bootstrap: {int((~ok).sum())} of {bootstrap} "
@@ -489,9 +545,73 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
   }
 
 
-def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed
-               ) -> np.ndarray:
-  """Optimal weights ``[reps, m]`` of parametric-bootstrap replicates."""
+# Work per compiled bootstrap call, in point-iterations of the fitter (rows x
+# (padded points + 16) x starts x iterations): about 0.1-0.3 s on one idle
+# CPU core (512 rows of 3 distinct x), so Ctrl-C (seen between calls) acts
+# well within 2 s, and the last, padded chunk wastes little.
+_BOOT_CALL_WORK = 1 << 22
+_BOOT_ITERS = 60
+
+
+_BOOT_STARTS = 1 + 5  # the warm start plus every 7th start of the 30-grid
+
+
+def _bootstrap_chunk(replicates: int, m: int, points: int) -> int:
+  """Replicates per compiled call (whole rows of a power-of-two bucket).
+
+  ``points``: the most distinct x of a domain (repeated x are merged). The
+  per-row cost is taken as (padded points + 16) per start and iteration
+  (the 2x2 Levenberg-Marquardt step costs about 16 points).
+  """
+  per_row = (4 * math.ceil(points / 4) + 16) * _BOOT_STARTS * _BOOT_ITERS
+  rows = max(8, 1 << max(0, (_BOOT_CALL_WORK // per_row).bit_length() - 1))
+  return max(1, min(replicates, rows // m))
+
+
+def _warm_bootstrap(replicates: int, m: int, points: int
+                    ) -> threading.Event:
+  """Compiles the bootstrap's fitter and solver in a background thread.
+
+  Runs while the main fit compiles on the other core, so the bootstrap
+  itself is only short compiled calls (Ctrl-C acts between them). Returns
+  an event set when the compilation is over; wait on it, not on the thread:
+  an interrupted ``Thread.join`` marks a running thread as stopped (Python
+  3.11, bpo-45274), and the interpreter would then tear XLA down under the
+  compilation (abort) instead of waiting for it. Not a daemon for the same
+  reason. Errors are left to the real calls.
+  """
+  chunk = _bootstrap_chunk(replicates, m, points)
+  rows = chunk * m
+
+  def compile_once():
+    try:
+      x = np.tile(np.arange(1.0, points + 1.0), (rows, 1))
+      powerlaw.fit_padded(x, 1.0 / x, np.ones_like(x), np.full(rows, 0.5),
+                          np.zeros((rows, _BOOT_STARTS, 2)),
+                          iters=_BOOT_ITERS)
+      optimize.solve_batch(np.ones((chunk, m)), np.ones((chunk, m)),
+                           np.full(m, 0.5), np.full(m, 2.0), 1.0,
+                           s=np.full(m, 1.0 / m))
+    except Exception:  # pylint: disable=broad-except
+      pass
+    finally:
+      done.set()
+
+  done = threading.Event()
+  threading.Thread(target=compile_once, name="bootstrap-compile").start()
+  return done
+
+
+def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
+               warm: threading.Event | None = None) -> np.ndarray:
+  """Optimal weights ``[reps, m]`` of parametric-bootstrap replicates.
+
+  Every replicate's noise is drawn at once (one ``[reps, runs + seeds]``
+  normal draw, as before); the replicates then go through the jitted fitter
+  and solver in chunks of equal shape (one compilation each), so a Ctrl-C is
+  seen between chunks. Repeated x (seeds of one run) are merged exactly by
+  :func:`powerlaw.group_repeated_x`, so the cost does not grow with seeds.
+  """
   m = len(domains)
   x, _, mask = powerlaw.pad_points(pts, domains)
   k = x.shape[1]
@@ -511,23 +631,37 @@ def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed
         mu[i, j] = 1.0 + f(x[i, j]) - f(1.0)
   rng = np.random.default_rng(seed)
   z = rng.standard_normal((reps, len(run_names) + len(seeds)))
-  y = mu[None] * (1.0 + sd * z[:, run_ix]) / (1.0 + sd * z[:, base_ix])
-  y = np.where(is_base[None], 1.0, y)
   lo_v = np.array([min(lo[d], min(pts[d][0])) for d in domains])
   a_v = np.array([a[d] for d in domains]); b_v = np.array([b[d] for d in domains])
-  warm = powerlaw.starts_from(a_v, b_v, lo_v)
-  grid = powerlaw.default_starts(x, mask, lo_v)[:, ::7]
-  starts = np.concatenate([warm, grid], axis=1)
-  out = powerlaw.fit_padded(
-      np.tile(x, (reps, 1)), y.reshape(reps * m, k), np.tile(mask, (reps, 1)),
-      np.tile(lo_v, reps), np.tile(starts, (reps, 1, 1)), iters=60)
-  a_b = out["a"].reshape(reps, m); b_b = out["b"].reshape(reps, m)
+  starts = np.concatenate([powerlaw.starts_from(a_v, b_v, lo_v),
+                           powerlaw.default_starts(x, mask, lo_v)[:, ::7]],
+                          axis=1)
+  assert starts.shape[1] == _BOOT_STARTS, starts.shape
   lo_b = np.array([lo[d] for d in domains]); hi_b = np.array([hi[d] for d in domains])
-  a_b = np.maximum(a_b, -lo_b + 1e-12 * (1 + np.abs(lo_b)))
   s = np.array([w0[d] for d in domains])
-  n = optimize.solve_batch(a_b, b_b, lo_b, hi_b, 1.0, s=s)
-  w = n * s
-  return w / np.sum(w, axis=1, keepdims=True)
+  distinct = max(len(np.unique(pts[d][0])) for d in domains)
+  chunk = _bootstrap_chunk(reps, m, distinct)
+  if warm is not None:
+    warm.wait()
+  weights = np.empty((reps, m))
+  for start in range(0, reps, chunk):
+    # Every call has `chunk` replicates (the last one repeats its rows), so
+    # the fitter and the solver compile once.
+    idx = np.minimum(np.arange(start, start + chunk), reps - 1)
+    zc = z[idx]
+    y = mu[None] * (1.0 + sd * zc[:, run_ix]) / (1.0 + sd * zc[:, base_ix])
+    y = np.where(is_base[None], 1.0, y)
+    out = powerlaw.fit_padded(
+        np.tile(x, (chunk, 1)), y.reshape(chunk * m, k),
+        np.tile(mask, (chunk, 1)), np.tile(lo_v, chunk),
+        np.tile(starts, (chunk, 1, 1)), iters=_BOOT_ITERS)
+    a_b = out["a"].reshape(chunk, m); b_b = out["b"].reshape(chunk, m)
+    a_b = np.maximum(a_b, -lo_b + 1e-12 * (1 + np.abs(lo_b)))
+    n = optimize.solve_batch(a_b, b_b, lo_b, hi_b, 1.0, s=s)
+    w = n * s
+    stop = min(start + chunk, reps)
+    weights[start:stop] = (w / np.sum(w, axis=1, keepdims=True))[:stop - start]
+  return weights
 
 
 def write_mixture(path: epath.PathLike, mixture: Mapping[str, Any]

@@ -148,7 +148,7 @@ def _lm_one(theta0, x, y, w, lo, iters):
   return theta, cost
 
 
-def _fit_domain(starts, x, y, w, lo, iters):
+def _fit_domain(starts, x, y, w, lo, iters, within_ss):
   """Best of the starts for one domain: (a, b, c, rms, converged, ambiguity).
 
   Three points can have two exact interpolants. Among the starts that reach
@@ -156,11 +156,16 @@ def _fit_domain(starts, x, y, w, lo, iters):
   the default starting point of the reference's scipy ``curve_fit`` -- is
   kept, and ``ambiguity`` reports how far the other near-optimal curves are
   from it (max |y difference| on a grid over the data's x range).
+
+  ``w`` may be counts of repeated x with ``y`` their mean; ``within_ss`` is
+  then the points' sum of squares about those means, so costs, rms and the
+  stationarity test are those of the ungrouped points (see
+  :func:`group_repeated_x`).
   """
   thetas, costs = jax.vmap(
       _lm_one, in_axes=(0, None, None, None, None, None))(
           starts, x, y, w, lo, iters)
-  costs = jnp.where(jnp.isfinite(costs), costs, jnp.inf)
+  costs = jnp.where(jnp.isfinite(costs), costs + 0.5 * within_ss, jnp.inf)
   best_cost = jnp.min(costs)
   near = costs <= best_cost * (1 + 1e-6) + 1e-24
   a_s, b_s = jax.vmap(_ab, in_axes=(0, None))(thetas, lo)
@@ -180,21 +185,68 @@ def _fit_domain(starts, x, y, w, lo, iters):
   r = _residual(theta, x, y, w, lo)
   j = jax.jacfwd(_residual)(theta, x, y, w, lo)
   n = jnp.sum(w)
-  rms = jnp.sqrt(jnp.sum(r * r) / n)
+  rss = jnp.sum(r * r) + within_ss
+  rms = jnp.sqrt(rss / n)
   ymean = jnp.sum(w * y) / n
-  yscale = jnp.sqrt(jnp.sum(w * (y - ymean) ** 2) / n) + 1e-300
+  yscale = jnp.sqrt((jnp.sum(w * (y - ymean) ** 2) + within_ss) / n) + 1e-300
   # Stationarity: the residual is orthogonal to the Jacobian's columns.
   cosine = jnp.linalg.norm(j.T @ r) / (
-      jnp.linalg.norm(j) * jnp.linalg.norm(r) + 1e-300)
+      jnp.linalg.norm(j) * jnp.sqrt(rss) + 1e-300)
   converged = (rms <= 1e-11 * (1.0 + jnp.abs(ymean)) + 1e-9 * yscale) | (
       cosine < 1e-6)
   return a, b, c, rms, converged, ambiguity
 
 
 @functools.partial(jax.jit, static_argnames="iters")
-def _fit_padded_jit(x, y, w, lo, starts, iters):
-  return jax.vmap(_fit_domain, in_axes=(0, 0, 0, 0, 0, None))(
-      starts, x, y, w, lo, iters)
+def _fit_padded_jit(x, y, w, lo, starts, iters, within_ss):
+  return jax.vmap(_fit_domain, in_axes=(0, 0, 0, 0, 0, None, 0))(
+      starts, x, y, w, lo, iters, within_ss)
+
+
+def group_repeated_x(x: np.ndarray, y: np.ndarray, w: np.ndarray):
+  """Merges points with equal x in each row: exact for least squares.
+
+  ``sum_j (y_j - f(x_j))^2`` over points sharing one x equals ``n (ybar -
+  f(x))^2`` plus their sum of squares about ``ybar``, which does not depend
+  on the curve. So a row with repeated x (seeds of the same run) is fitted
+  on its distinct x with counts as weights: the same minimiser, costs and
+  rms, at a cost that no longer grows with the number of seeds.
+
+  Args:
+    x, y: ``[m, k]`` points; w: ``[m, k]`` 0/1 mask.
+
+  Returns:
+    ``(x, y, w, within_ss)``: ``[m, k']`` distinct x in order of first
+    appearance, mean y, counts (0 = padding) and ``[m]`` sums of squares;
+    the inputs unchanged (within_ss 0) when no row repeats an x.
+  """
+  m = x.shape[0]
+  real = w > 0
+  patterns: dict[bytes, list[int]] = {}  # rows with equal x and mask
+  for i in range(m):
+    patterns.setdefault(x[i].tobytes() + real[i].tobytes(), []).append(i)
+  groups = []
+  for rows in patterns.values():
+    xi = x[rows[0], real[rows[0]]]
+    ux, first, inv, cnt = np.unique(xi, return_index=True,
+                                    return_inverse=True, return_counts=True)
+    by_first = np.argsort(first)  # keep the order of first appearance
+    rank = np.empty_like(by_first); rank[by_first] = np.arange(len(ux))
+    groups.append((rows, xi, ux[by_first], rank[inv.reshape(-1)],
+                   cnt[by_first]))
+  if all(len(g[2]) == len(g[1]) for g in groups):
+    return x, y, w, np.zeros(m)
+  kg = max(len(g[2]) for g in groups)
+  xg = np.ones((m, kg)); yg = np.zeros((m, kg)); wg = np.zeros((m, kg))
+  within = np.zeros(m)
+  for rows, xi, ux, gid, cnt in groups:
+    n = len(ux)
+    yi = y[rows][:, real[rows[0]]]  # [rows, points]
+    onehot = np.zeros((len(xi), n)); onehot[np.arange(len(xi)), gid] = 1.0
+    ybar = (yi @ onehot) / cnt
+    xg[rows, :n], yg[rows, :n], wg[rows, :n] = ux, ybar, cnt
+    within[rows] = np.sum((yi - ybar[:, gid]) ** 2, axis=1)
+  return xg, yg, wg, within
 
 
 def default_starts(x: np.ndarray, w: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -243,7 +295,6 @@ def fit_padded(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
   x = np.asarray(x, np.float64)
   y = np.asarray(y, np.float64)
   w = (np.asarray(mask) > 0).astype(np.float64)
-  m, k = x.shape
   if np.any(w.sum(axis=1) < 3):
     raise ValueError("every row needs at least 3 points to fit 3 parameters")
   if lo is None:
@@ -252,6 +303,8 @@ def fit_padded(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
   if starts is None:
     starts = default_starts(x, w, lo)
   starts = np.asarray(starts, np.float64)
+  x, y, w, within_ss = group_repeated_x(x, y, w)
+  m, k = x.shape
   # Bucket shapes so repeated calls reuse the compiled program.
   mp, kp = _bucket(m, 8), 4 * math.ceil(k / 4)
   xp = np.ones((mp, kp)); yp = np.zeros((mp, kp)); wp = np.zeros((mp, kp))
@@ -259,11 +312,14 @@ def fit_padded(x: np.ndarray, y: np.ndarray, mask: np.ndarray,
   xp[:m, k:] = np.max(np.where(w > 0, x, -np.inf), axis=1)[:, None]
   lop = np.ones(mp); lop[:m] = lo
   sp = np.zeros((mp,) + starts.shape[1:]); sp[:m] = starts
+  ssp = np.zeros(mp); ssp[:m] = within_ss
   # Padding rows copy row 0 so they are well-posed; their results are dropped.
   xp[m:], yp[m:], wp[m:], lop[m:], sp[m:] = xp[0], yp[0], wp[0], lop[0], sp[0]
+  ssp[m:] = ssp[0]
   with float64():
     out = _fit_padded_jit(jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(wp),
-                          jnp.asarray(lop), jnp.asarray(sp), iters)
+                          jnp.asarray(lop), jnp.asarray(sp), iters,
+                          jnp.asarray(ssp))
     out = [np.asarray(v)[:m] for v in out]
   return dict(zip(("a", "b", "c", "rms", "converged", "ambiguity"), out))
 

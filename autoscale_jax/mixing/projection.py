@@ -223,7 +223,57 @@ def _tokens_of(opt: Mapping[str, Any], name: str) -> dict[str, float]:
           f"{name}: domain {d!r} has tokens {v:g}; the projection needs every "
           f"quantity > 0 (its log-linear rule is undefined at zero)")
     out[str(d)] = v
+  _check_agreement(opt, out, name)
   return out
+
+
+_AGREE_REL = 1e-6  # tokens sum vs budget_tokens, relative
+_AGREE_ABS = 1e-6  # weights vs tokens / budget, absolute
+
+
+def _check_agreement(opt: Mapping[str, Any], tokens: Mapping[str, float],
+                     name: str) -> None:
+  """Raises if an optimum's weights, tokens and budget_tokens disagree.
+
+  Tokens must sum to budget_tokens (relative 1e-6) and every weight must be
+  tokens / budget (absolute 1e-6); weights given alone must sum to 1.
+  """
+  total = sum(tokens.values())
+  budget = opt.get("budget_tokens")
+  if budget is not None:
+    budget = _check_number(budget, f"{name}: field 'budget_tokens'")
+    if not abs(total - budget) <= _AGREE_REL * abs(budget):
+      rel = abs(total - budget) / abs(budget) if budget else math.inf
+      raise ProjectionError(
+          f"{name}: 'tokens' sum to {total:.9g} but 'budget_tokens' is "
+          f"{budget:.9g} (relative difference {rel:.2g} > {_AGREE_REL:g}); "
+          "correct one of them or write the file again with --stage=fit")
+  else:
+    budget = total
+  weights = opt.get("weights")
+  if weights is None:
+    return
+  if not isinstance(weights, Mapping):
+    raise ProjectionError(f"{name}: field 'weights' must be an object "
+                          "{domain: weight}")
+  if set(map(str, weights)) != set(tokens):
+    missing = sorted(set(tokens) - set(map(str, weights)))
+    extra = sorted(set(map(str, weights)) - set(tokens))
+    raise ProjectionError(
+        f"{name}: 'weights' and 'tokens' name different domains ("
+        + "; ".join(p for p in (
+            "weights lack " + ", ".join(missing) if missing else "",
+            "weights add " + ", ".join(extra) if extra else "") if p)
+        + "); correct the file or write it again with --stage=fit")
+  for d, w in weights.items():
+    w = _check_number(w, f"{name}: weight of domain {d!r}")
+    share = tokens[str(d)] / budget
+    if abs(w - share) > _AGREE_ABS:
+      raise ProjectionError(
+          f"{name}: weight of domain {d!r} is {w:.9g} but tokens / "
+          f"budget_tokens gives {share:.9g} (difference {abs(w - share):.2g} "
+          f"> {_AGREE_ABS:g}); correct one of them or write the file again "
+          "with --stage=fit")
 
 
 def _check_number(v: Any, what: str) -> float:
@@ -438,7 +488,8 @@ def _dict(domains: Sequence[str], values) -> dict[str, float]:
 
 def project(optima: Sequence[Mapping[str, Any]], target_tokens: float,
             available_tokens: Mapping[str, float] | None = None,
-            max_epochs: float = 1.0) -> dict[str, Any]:
+            max_epochs: float = 1.0,
+            allow_interpolation: bool = False) -> dict[str, Any]:
   """Projects DDO optima at two or more budgets to the target budget.
 
   Args:
@@ -447,6 +498,8 @@ def project(optima: Sequence[Mapping[str, Any]], target_tokens: float,
     available_tokens: unique training tokens per domain; with it, no domain
       is asked for more than available * max_epochs (beyond the paper).
     max_epochs: how many passes over a domain's unique tokens are allowed.
+    allow_interpolation: allow a target at or below the largest input
+      budget (the rule is meant to extrapolate to larger budgets).
 
   Returns:
     mixture.json content: "budget_tokens", "weights", "tokens", "method",
@@ -460,12 +513,15 @@ def project(optima: Sequence[Mapping[str, Any]], target_tokens: float,
     every step beyond the paper named).
 
   Raises:
-    ProjectionError: bad inputs or an unreachable target.
+    ProjectionError: bad inputs, a target not above the inputs' budgets
+      (without allow_interpolation), an unreachable target, or a result
+      that overflows.
   """
   target = _check_number(target_tokens, "target_tokens")
   if target <= 0:
     raise ProjectionError(f"target_tokens is {target:g}; must be > 0")
   domains, budgets, mat, names, order = _validated(optima)
+  _check_target_range(target, budgets, names, allow_interpolation)
   sorted_optima = [optima[k] for k in order]
   k_budgets = len(budgets)
   method = "two-budget" if k_budgets == 2 else "least-squares"
@@ -607,8 +663,42 @@ def project(optima: Sequence[Mapping[str, Any]], target_tokens: float,
         + " (see heldout_check).")
   else:
     out["heldout_check"] = None
+  if target <= float(budgets[-1]):
+    notes.append(
+        f"Interpolation: the target {target:.6g} tokens is not above the "
+        f"largest input budget {float(budgets[-1]):.6g} "
+        "(allow_interpolation=True).")
   out["notes"] = notes
+  _check_finite(out, target)
   return out
+
+
+def _check_target_range(target: float, budgets: np.ndarray,
+                        names: Sequence[str],
+                        allow_interpolation: bool) -> None:
+  """The rule extrapolates: the target must exceed every input budget."""
+  largest = float(budgets[-1])
+  if target <= largest and not allow_interpolation:
+    raise ProjectionError(
+        f"target_tokens={target:.6g} is not above the largest input budget "
+        f"{largest:.6g} ({names[-1]}); the projection extrapolates to larger "
+        "budgets: pick a larger target, or pass allow_interpolation=True to "
+        "project within the inputs' budgets")
+
+
+def _check_finite(out: Any, target: float, where: str = "") -> None:
+  """Raises if any number in the output is NaN or infinite (an overflow)."""
+  if isinstance(out, Mapping):
+    for k, v in out.items():
+      _check_finite(v, target, f"{where}.{k}" if where else str(k))
+  elif isinstance(out, (list, tuple)):
+    for i, v in enumerate(out):
+      _check_finite(v, target, f"{where}[{i}]")
+  elif isinstance(out, (float, np.floating)) and not math.isfinite(out):
+    raise ProjectionError(
+        f"target_tokens={target:.6g} overflows the projection ({where} is "
+        f"{float(out)!r}); use a target within the float64 range of the rule "
+        "(a smaller target)")
 
 
 def _cap_phrase(domain: str, asked: float, cap: float) -> str:
@@ -761,7 +851,8 @@ def heldout_check(tokens_KxM: np.ndarray, budgets: Sequence[float],
 def run_project_stage(optima_paths: Sequence[str], target_tokens: float,
                       workdir: str,
                       available_tokens: Mapping[str, float] | None = None,
-                      max_epochs: float = 1.0) -> dict[str, Any]:
+                      max_epochs: float = 1.0,
+                      allow_interpolation: bool = False) -> dict[str, Any]:
   """Loads optima, projects them and writes workdir/mixture.json atomically.
 
   Args:
@@ -770,12 +861,14 @@ def run_project_stage(optima_paths: Sequence[str], target_tokens: float,
     workdir: output directory (created if needed).
     available_tokens: unique tokens per domain, for availability caps.
     max_epochs: allowed passes over each domain's unique tokens.
+    allow_interpolation: allow a target at or below the largest input budget.
 
   Returns:
     The written mixture dict.
   """
   optima = load_optima(optima_paths)
-  mixture = project(optima, target_tokens, available_tokens, max_epochs)
+  mixture = project(optima, target_tokens, available_tokens, max_epochs,
+                    allow_interpolation=allow_interpolation)
   atomic_write_text(os.path.join(workdir, "mixture.json"),
                      json.dumps(mixture, indent=2, sort_keys=False) + "\n")
   return mixture
