@@ -25,6 +25,10 @@ from typing import Any, Mapping
 
 from autoscale_jax import errors
 
+# The store's integrity field (a checksum of the rest of the record): written
+# and verified by experiments/store.py, not part of a record's content.
+CHECKSUM_KEY = "checksum"
+
 # Spellings of the domains a DDO optimum reports at a bound, canonical first.
 BOUND_KEYS = ("bound_domains", "at_bound", "pinned_domains")
 
@@ -228,7 +232,7 @@ class RunRecord:
     name = _require(obj, "name", what)
     fp = _require(obj, "fingerprint", what)
     core = {"name", "fingerprint", "identity", "tokens", "curve", "mixture",
-            *cls._OPTIONAL}
+            CHECKSUM_KEY, *cls._OPTIONAL}
     mixture = obj.get("mixture")
     return cls(
         name=name, fingerprint=fp, identity=dict(obj.get("identity") or {}),

@@ -39,8 +39,8 @@ from etils import epath
 
 from autoscale_jax.errors import UserError
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from autoscale_jax.records import CHECKSUM_KEY
 
-CHECKSUM_KEY = "checksum"
 _warned_unverified: set[str] = set()
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
