@@ -50,11 +50,19 @@ def build_markdown(config: ml_collections.ConfigDict,
   return rep.markdown, {k: f.file for k, f in rep.figures.items()}
 
 
-def write_report(config: ml_collections.ConfigDict,
-                 layout: layout_lib.Layout) -> str:
-  """Writes report/README.md and report/index.html; returns the HTML path."""
+def write(config: ml_collections.ConfigDict, layout: layout_lib.Layout
+          ) -> Report:
+  """Writes report/README.md, report/index.html and the figures; returns
+  the built report."""
   rep = build_report(config, layout)
   fileio.atomic_write_text(layout.report_markdown, rep.markdown)
   fileio.atomic_write_text(layout.report_html,
                            render.markdown_to_html(rep.markdown, config.study))
+  return rep
+
+
+def write_report(config: ml_collections.ConfigDict,
+                 layout: layout_lib.Layout) -> str:
+  """Writes the report (:func:`write`); returns the HTML path."""
+  write(config, layout)
   return str(layout.report_html)

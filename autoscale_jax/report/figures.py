@@ -37,6 +37,11 @@ def _pyplot():
   return plt
 
 
+def _ticker():
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+  return matplotlib.ticker
+
+
 def _save(fig, out, key: str, file: str, caption: str, axes=()) -> Figure:
   labels: list[str] = []
   for ax in axes:
@@ -73,7 +78,7 @@ def draw_final_curves(files: data_lib.StudyFiles, out) -> Figure | None:
   reference's speed-up crossings marked."""
   if not files.final_runs:
     return None
-  plt = _pyplot()
+  plt, ticker = _pyplot(), _ticker()
   metric = files.metric
   fig, (full, zoom) = plt.subplots(1, 2, figsize=(11, 4.2))
   colors = {n: f"C{i}" for i, n in enumerate(files.final_runs)}
@@ -94,7 +99,7 @@ def draw_final_curves(files: data_lib.StudyFiles, out) -> Figure | None:
       ax.plot(tokens, mean, color=colors[name], label=name, lw=1.6)
       if len(values) > 1:
         ax.fill_between(tokens, values.min(axis=0), values.max(axis=0),
-                        color=colors[name], alpha=0.18, lw=0)
+                        color=colors[name], alpha=0.12, lw=0)
   reference = files.reference
   for comp in (files.verdict or {}).get("comparisons", []):
     sp = comp.get("speedup") or {}
@@ -109,8 +114,12 @@ def draw_final_curves(files: data_lib.StudyFiles, out) -> Figure | None:
               label=(f"{reference} reaches {base}'s final value "
                      f"{sp['speedup']:.0%} sooner") if ax is zoom else None)
   full.set_xscale("log")
-  full.xaxis.set_minor_formatter(plt.NullFormatter())
-  full.set_title("whole run (log tokens)", fontsize=10)
+  full.set_yscale("log")
+  for axis in (full.xaxis, full.yaxis):
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+  full.set_title("whole run (log-log)", fontsize=10)
   zoom.set_xlim(zoom_lo, final_tokens * 1.01)
   if zoom_vals:
     lo, hi = min(zoom_vals), max(zoom_vals)
@@ -123,12 +132,12 @@ def draw_final_curves(files: data_lib.StudyFiles, out) -> Figure | None:
     ax.grid(alpha=0.3)
   full.legend(fontsize=8)
   if zoom.get_legend_handles_labels()[1]:
-    zoom.legend(fontsize=7, loc="upper right")
+    zoom.legend(fontsize=7, loc="best", framealpha=0.85)
   band = (f"lines: mean over {max_seeds} seeds, bands: min to max"
           if max_seeds > 1 else "one seed")
   fig.suptitle(f"Final runs at {files.config.project.target_tokens:.4g} "
-               f"tokens ({band}; triangles: where {reference} reaches a "
-               "baseline's final value, dotted: that value)", fontsize=10)
+               f"tokens ({band})\ntriangles: where {reference} reaches a "
+               "baseline's final value (dotted line)", fontsize=10)
   return _save(fig, out, "final_curves", "final_curves.png",
                "Final runs: validation curves against tokens.", (full,))
 
@@ -168,7 +177,7 @@ def draw_per_domain(files: data_lib.StudyFiles, out) -> Figure | None:
   ax.set_xticks(np.arange(len(groups)), groups, rotation=20, fontsize=8)
   ax.set_ylabel(f"final {metric} vs {base} (%)")
   ax.set_title(f"Per-domain final {metric} relative to {base} (below 0: "
-               "better; paired seeds, bars: mean, whiskers: min to max)",
+               "better)\npaired seeds; bars: mean, whiskers: min to max",
                fontsize=9)
   ax.legend(fontsize=8)
   ax.grid(axis="y", alpha=0.3)
