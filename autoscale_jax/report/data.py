@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from autoscale_jax import errors
 from autoscale_jax import records
 from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.mixing import verdict as verdict_lib
@@ -186,9 +187,12 @@ def _verdict(comparison: dict[str, Any] | None,
   curves = {n: {s: r.curve for s, r in by_seed.items()}
             for n, by_seed in final_runs.items()}
   window = int((comparison.get("smoothing") or {}).get("window", 3))
-  return (verdict_lib.seed_verdict(curves, comparison["metric"], reference,
-                                   smoothing=window),
-          "the final runs' curves in the store")
+  try:
+    return (verdict_lib.seed_verdict(curves, comparison["metric"], reference,
+                                     smoothing=window),
+            "the final runs' curves in the store")
+  except errors.UserError as e:  # VerdictError, SpeedupError
+    return None, f"the final runs give no verdict: {e}"
 
 
 def load(config: ml_collections.ConfigDict, layout: layout_lib.Layout

@@ -87,6 +87,8 @@ def draw_final_curves(files: data_lib.StudyFiles, out) -> Figure | None:
   final_tokens = 0.0
   for name, by_seed in files.final_runs.items():
     tokens, values = _seed_series(by_seed, metric)
+    if not len(tokens):
+      continue  # its seeds share no evaluation step
     max_seeds = max(max_seeds, len(values))
     mean = values.mean(axis=0)
     half = tokens >= tokens[-1] / 2
