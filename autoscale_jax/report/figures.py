@@ -343,7 +343,7 @@ def draw_weights(files: data_lib.StudyFiles, out) -> Figure | None:
   plt = _pyplot()
   domains = list(series[0][1].weights)
   width = 0.8 / len(series)
-  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(domains)), 3.6))
+  fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(domains) + 1.5), 3.6))
   for j, (label, m) in enumerate(series):
     w = np.array([m.weights[d] for d in domains])
     iv = m.intervals or {}
@@ -357,7 +357,7 @@ def draw_weights(files: data_lib.StudyFiles, out) -> Figure | None:
   ax.set_ylabel("weight")
   ax.set_title("Optimal weights per budget (whiskers: 90% intervals)",
                fontsize=10)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   return _save(fig, out, "weights", "weights.png",
                "DDO optima and the projected mixture.", (ax,))
 
@@ -392,7 +392,7 @@ def draw_tokens_loglog(files: data_lib.StudyFiles, out) -> Figure | None:
   if not files.ddo:
     return None
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  fig, ax = plt.subplots(figsize=(7.6, 4.4))
   domains = list(files.ddo[0][1].weights)
   traj = (files.projected.extra.get("trajectory") or []) if files.projected \
       else []
@@ -429,7 +429,7 @@ def draw_tokens_loglog(files: data_lib.StudyFiles, out) -> Figure | None:
   ax.set_title("Per-domain tokens vs budget (dots: DDO optima with 90% "
                "intervals,\nlines: projected trajectory, stars: projected "
                "mixture)", fontsize=9)
-  ax.legend(fontsize=7, ncol=2)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   ax.grid(alpha=0.3, which="both")
   return _save(fig, out, "tokens_loglog", "tokens_loglog.png",
                "Per-domain tokens against budget.", (ax,))

@@ -33,6 +33,17 @@ def fmt(x: float | None, digits: int = 4) -> str:
   return f"{x:.{digits}f}"
 
 
+_MARKUP = re.compile(r"[*`\[\]<]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def plain(text: str) -> str:
+  """Free text (a warning, a note) as markdown that renders it literally:
+  ``*``, backticks, brackets, ``<`` and word-boundary underscores escaped
+  (``ddo_small`` stays as it is)."""
+  return _MARKUP.sub(lambda m: "&lt;" if m.group() == "<" else
+                     "\\" + m.group(), text)
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]],
           align: str = "---") -> str:
   head = "| " + " | ".join(columns) + " |"
@@ -56,7 +67,8 @@ def verdict_paragraph(files: data_lib.StudyFiles) -> list[str]:
     why = files.verdict_source
     return [f"**Verdict:** none yet ({why}; run `--stage=final`).", ""]
   seeds = max((m["n"] for m in v["mixtures"].values()), default=0)
-  sentences = "; ".join(v["sentences"]) or "no baseline to compare with"
+  sentences = "; ".join(plain(x) for x in v["sentences"]) or (
+      "no baseline to compare with")
   return [f"**Verdict** (final aggregate `{v['metric']}`, lower is better, "
           f"{seeds} seed{'s' if seeds != 1 else ''} per mixture): "
           f"{sentences}.", ""]
@@ -114,7 +126,7 @@ def _noise_block(m: records.Mixture) -> list[str]:
                  fmt(r.get("se")), fmt(r.get("snr"), 2), flag])
   md += [table(["domain", "factors", "effect", "domain-specific", "SE",
                 "SNR", "signal"], rows), ""]
-  md += [f"Note: {n}" for n in noise.get("notes", [])]
+  md += [f"Note: {plain(n)}" for n in noise.get("notes", [])]
   return md + ([""] if noise.get("notes") else [])
 
 
@@ -150,7 +162,7 @@ def _estimates_table(files: data_lib.StudyFiles) -> list[str]:
           for d in files.domains]
   md = ["Every estimator's recommendation at the target (weights):", "",
         table(cols, rows), ""]
-  md += [f"- `{n}` failed: {e.get('error', 'no weights')}"
+  md += [f"- `{n}` failed: {plain(e.get('error', 'no weights'))}"
          for n, e in est.items() if n not in ok]
   return md + ([""] if len(ok) < len(est) else [])
 
@@ -197,7 +209,7 @@ def fit_warnings(m: records.Mixture) -> tuple[dict[str, list[str]],
 def _short(warning: str) -> str:
   """The first clause of a warning, for a table cell."""
   text = _ASIDE.sub("", warning.split(";")[0]).strip()
-  return text.replace("|", "/")
+  return plain(text.replace("|", "/"))
 
 
 def fits_section(files: data_lib.StudyFiles, figs: Figures) -> list[str]:
@@ -260,7 +272,7 @@ def limits(files: data_lib.StudyFiles) -> list[str]:
   for _, m in files.ddo:
     _, rest = fit_warnings(m)
     for w in rest:
-      add(w, m.budget_tokens)
+      add(plain(w), m.budget_tokens)
     per_domain, _ = fit_warnings(m)
     flagged = sorted(set(per_domain) | set(m.bound_domains or {}) |
                      {d for d, f in (m.extra.get("fits") or {}).items()
@@ -285,15 +297,15 @@ def limits(files: data_lib.StudyFiles) -> list[str]:
     for d in proj.extra.get("capped_domains") or []:
       add(f"`{d}` is capped by the tokens available at the target")
     for note in proj.notes:
-      add(note)
+      add(plain(note))
   for note in (files.verdict or {}).get("notes", []):
-    add(note)
+    add(plain(note))
   out = []
   for text, budgets in by_text.items():
     where = ""
     if budgets:
       where = "At " + " and ".join(f"{b:.4g}" for b in budgets) + " tokens: "
-    out.append(f"- {where}{text}")
+    out.append(f"- {where}{text}")  # text: plain() or our own markdown
   return ["## Limits", ""] + (out or ["- None detected."]) + [""]
 
 
