@@ -252,3 +252,33 @@ def test_new_workdir_with_noise_seeds_and_estimates(study, tmp_path):
         [d] + [f"{est[n]['weights'][d]:.4f}" for n in ok]) + " |") in md
   assert "`broken` failed: ValueError: on purpose" in md
   assert "Estimator `paper`" in md
+
+
+def test_check_files_names_missing_and_invalid_images(tmp_path):
+  # What make report-check verifies without a browser.
+  from autoscale_jax.report import check  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, _ = plt.subplots(figsize=(2, 1))
+  fig.savefig(tmp_path / "ok.png")
+  plt.close(fig)
+  (tmp_path / "text.png").write_text("not a png")
+  (tmp_path / "index.html").write_text(
+      '<!DOCTYPE html><html><body><img src="ok.png" alt="a">'
+      '<img src="gone.png" alt="b"><img src="text.png" alt="c">'
+      '<img src="/abs.png" alt="d"></body></html>')
+  srcs, problems = check.check_files(tmp_path)
+  assert srcs == ["ok.png", "gone.png", "text.png", "/abs.png"]
+  assert check.png_size(tmp_path / "ok.png") == (200, 100)
+  assert [p.split(":")[0] for p in problems] == ["gone.png", "text.png",
+                                                 "'/abs.png'"]
+
+
+def test_free_text_renders_literally():
+  from autoscale_jax.report import sections  # pylint: disable=g-import-not-at-top
+  note = "N_i(t) = N1*_i (N2*_i/N1*_i)^t for ddo_small <b> [x]"
+  body = report.markdown_to_html(sections.plain(note), "t")
+  p = _parse(body).find("body").find("p")
+  assert _text(p) == note
+  assert list(p) == []  # no <em>, <b> or link elements
