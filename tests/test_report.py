@@ -16,17 +16,22 @@ import subprocess
 import sys
 
 import html5lib
+import matplotlib
 import pytest
 
 from autoscale_jax import report
 from autoscale_jax.mixing import estimators
 from autoscale_jax.mixing import noise as noise_lib
 from autoscale_jax.mixing import verdict as verdict_lib
+from autoscale_jax.report import check
+from autoscale_jax.report import sections
 from autoscale_jax.study import layout as layout_lib
+from configs import micro
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from configs import micro  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DOMAINS = ("alpha", "beta", "gamma")
 MIXTURES = ("projected", "uniform", "ddo_small")
@@ -256,10 +261,6 @@ def test_new_workdir_with_noise_seeds_and_estimates(study, tmp_path):
 
 def test_check_files_names_missing_and_invalid_images(tmp_path):
   # What make report-check verifies without a browser.
-  from autoscale_jax.report import check  # pylint: disable=g-import-not-at-top
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, _ = plt.subplots(figsize=(2, 1))
   fig.savefig(tmp_path / "ok.png")
   plt.close(fig)
@@ -276,7 +277,6 @@ def test_check_files_names_missing_and_invalid_images(tmp_path):
 
 
 def test_free_text_renders_literally():
-  from autoscale_jax.report import sections  # pylint: disable=g-import-not-at-top
   note = "N_i(t) = N1*_i (N2*_i/N1*_i)^t for ddo_small <b> [x]"
   body = report.markdown_to_html(sections.plain(note), "t")
   p = _parse(body).find("body").find("p")
