@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= workdir/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo corpus test test-all venv clean bench
+.PHONY: demo corpus test test-all venv clean bench report-check
 
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -38,3 +38,14 @@ test-all: $(STAMP)
 
 clean:
 	rm -rf $(VENV) workdir .pytest_cache
+
+# The report as a browser shows it: Debian's chromium (installed here when
+# run as root), headless; every image must load (naturalWidth > 0) and be a
+# valid PNG next to index.html; saves a full-page screenshot.
+report-check: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (apt-get install -y chromium)"; \
+	    apt-get install -y -q chromium || { apt-get update -qq && apt-get install -y -q chromium; }; \
+	  else echo "chromium is missing: run  sudo apt-get install -y chromium"; exit 2; fi; }
+	$(PY) -m autoscale_jax.report.check $(WORKDIR)/report --screenshot=$(WORKDIR)/report_screenshot.png

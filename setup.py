@@ -8,6 +8,7 @@ INSTALL_REQUIRES = [
     "etils[epath]>=1.7",
     "flax>=0.12",
     "jax>=0.7",
+    "markdown>=3.5",
     "matplotlib>=3.8",
     "ml-collections>=1.0",
     "numpy>=1.26",
@@ -25,6 +26,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": [
         "chex>=0.1.86",
+        "html5lib>=1.1",
         "pytest>=8",
         "pytest-xdist>=3.5",
         "scipy>=1.11",
