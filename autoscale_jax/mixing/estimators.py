@@ -285,6 +285,10 @@ def _project_shrink(inp: EstimatorInput, target: float, **_
     var, lam = 0.0, 0.0
     note = ("No bands (the DDO optima have no intervals): no shrinkage, the "
             "paper's rule as it is.")
+  if lam == 0:  # no shrinkage: exactly the paper's rule, not a round trip
+    out.update(estimator="project_shrink", shrinkage=0.0,
+               projected_variance=var, notes=[note] + proj_notes)
+    return out
   tokens = ((1 - lam) * wp + lam * base) * target
   paper_fields = {key: out[key] for key in ("method", "t", "s", "bands",
                                             "capped_domains", "bound_flags")
