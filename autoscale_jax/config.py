@@ -14,14 +14,34 @@ Layout (all token counts are integers or floats of *tokens*, never steps):
 * ``data``: where the per-domain text comes from and how it is tokenized.
 * ``model``: architecture (``gpt2`` or ``bert``) and its size.
 * ``train``: optimiser, schedule and batch shape, shared by every run.
+* ``run``: how runs execute (steps per compiled call, the proxy swarm, log,
+  eval-batch and checkpoint settings, remat); none of it changes a result.
 * ``mesh``: device mesh shape over the (data, fsdp, tensor) axes.
 * ``ddo``: budgets, base mixture, perturbation factors and seeds for DDO.
 * ``project``: the target budget and availability settings for projection.
 * ``final``: which mixtures to train at the target budget, and with which seeds.
+
+Recipe and execution. ``model`` and ``train`` are a run's *recipe*: their
+keys change what a run computes or records (``train.eval_every_steps``: its
+curve points), and :func:`recipe` is the one place that reads them for a
+run's identity. The store fingerprint of a run
+(``study.core.run_identity``) holds the recipe (plus the run's data, quotas
+and seed); the trainer's compile-cache key (:func:`compile_key`) is the
+recipe plus the few execution keys the compiled program is built from
+(:data:`PROGRAM_RUN_KEYS`). ``run`` and ``mesh`` are execution only: results
+are equal to float round-off whatever their values (``tests/test_train.py``:
+steps per call, sharded == single device; ``tests/test_swarm.py``: swarm ==
+one by one; ``tests/test_models.py``: remat == no remat), so changing them
+never marks a finished run stale. The mesh stays a section of its own (it is
+the device layout, set per machine by ``launch/``) rather than a ``run`` key;
+the trainer keys its compile cache on the mesh object itself. Keys that moved
+from ``train``/``model`` to ``run`` are listed in :data:`MOVED_KEYS`; setting
+one at its old place is a one-line error naming the new place.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any, Mapping, Sequence
@@ -39,12 +59,28 @@ DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture", "seqio")
 METRICS = ("ppl_seq", "ppl_tok", "loss")
 SCHEDULES = ("linear", "cosine")
 SWARM_MODES = ("auto", "off", "vmap", "scan")
-# train.swarm="auto" uses the swarm when its measured step is at least this
+# run.swarm="auto" uses the swarm when its measured step is at least this
 # much faster than the runs' steps one by one (margin for timing noise).
 SWARM_MIN_SPEEDUP = 1.2
 DTYPES = ("float32", "bfloat16")
 MESH_AXES = ("data", "fsdp", "tensor")
 EMBEDDED_DOMAINS = ("code", "techdocs", "books", "wiki", "legal", "qa", "latex")
+
+# The sections whose keys change what a run computes: a run's recipe.
+RECIPE_SECTIONS = ("model", "train")
+# Execution keys (config.run) the compiled train program is built from: the
+# compile-cache key holds them besides the recipe; the run identity does not.
+PROGRAM_RUN_KEYS = ("steps_per_call", "remat")
+# Keys that moved out of the recipe sections into config.run (old -> new).
+MOVED_KEYS = {
+    "train.steps_per_call": "run.steps_per_call",
+    "train.swarm": "run.swarm",
+    "train.log_every_steps": "run.log_every_steps",
+    "train.checkpoint_every_steps": "run.checkpoint_every_steps",
+    "train.keep_checkpoints": "run.keep_checkpoints",
+    "train.eval_batch_size": "run.eval_batch_size",
+    "model.remat": "run.remat",
+}
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -54,12 +90,12 @@ class ConfigError(errors.UserError, ValueError):
 def base_config() -> ml_collections.ConfigDict:
   """Defaults shared by every study; configs override a subset."""
   c = ml_collections.ConfigDict()
-  c.study = "study"
-  c.seed = 42
+  c.study = "study"  # name: seqio registry names and the store
+  c.seed = 42  # base seed of every run (plus its own) and of the bootstrap
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"  # embedded | jsonl | tfds | fixture | seqio
-  c.data.domains = tuple(EMBEDDED_DOMAINS)
+  c.data.domains = tuple(EMBEDDED_DOMAINS)  # the domains to mix (>= 2)
   # Embedded corpus: where the built corpus lives ("" = <workdir>/corpus) and
   # the cap per domain in MB of kept text.
   c.data.corpus_dir = ""
@@ -79,49 +115,54 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.seqio_module = ""
   # Held-out documents per domain, carved out once per corpus by document.
   c.data.heldout_docs = 32
-  c.data.heldout_max_sequences = 64
-  c.data.tokenizer = "sentencepiece"
+  c.data.heldout_max_sequences = 64  # cap on held-out sequences per domain
+  c.data.tokenizer = "sentencepiece"  # sentencepiece | byte | gpt2
   c.data.vocab_size = 2048  # for sentencepiece; ignored for byte / gpt2
   c.data.cache_dir = ""  # "" = <workdir>/cache
-  c.data.mlm_probability = 0.15
+  c.data.mlm_probability = 0.15  # bert only: fraction of tokens masked
 
+  # The model (recipe: part of every run's identity).
   c.model = ml_collections.ConfigDict()
-  c.model.kind = "gpt2"
-  c.model.num_layers = 2
-  c.model.d_model = 64
-  c.model.num_heads = 4
-  c.model.mlp_dim = 256
-  c.model.max_len = 128
-  c.model.dropout = 0.0
+  c.model.kind = "gpt2"  # gpt2 (causal LM) | bert (masked LM)
+  c.model.num_layers = 2  # transformer blocks
+  c.model.d_model = 64  # residual width
+  c.model.num_heads = 4  # attention heads (divide d_model)
+  c.model.mlp_dim = 256  # hidden width of each block's MLP
+  c.model.max_len = 128  # positions (context length, >= train.seq_len)
+  c.model.dropout = 0.0  # dropout rate (0 = off)
   c.model.dtype = "float32"  # compute dtype; parameters are always float32
-  c.model.remat = False
   c.model.type_vocab_size = 2  # bert only
 
+  # Optimisation and batch shape (recipe: part of every run's identity).
   c.train = ml_collections.ConfigDict()
-  c.train.seq_len = 128
-  c.train.global_batch_size = 16
-  c.train.grad_accum_steps = 1
-  c.train.learning_rate = 2e-3
-  c.train.warmup_frac = 0.1
-  c.train.schedule = "linear"
-  c.train.weight_decay = 0.01
-  c.train.clip_norm = 1.0
-  c.train.b1 = 0.9
-  c.train.b2 = 0.95
+  c.train.seq_len = 128  # tokens per training sequence
+  c.train.global_batch_size = 16  # sequences per optimizer step, all devices
+  c.train.grad_accum_steps = 1  # micro-batches per optimizer step
+  c.train.learning_rate = 2e-3  # peak learning rate (AdamW)
+  c.train.warmup_frac = 0.1  # fraction of a run's steps of linear warm-up
+  c.train.schedule = "linear"  # decay to 0 after warm-up: linear | cosine
+  c.train.weight_decay = 0.01  # AdamW decoupled weight decay
+  c.train.clip_norm = 1.0  # global gradient-norm clip
+  c.train.b1 = 0.9  # AdamW beta1
+  c.train.b2 = 0.95  # AdamW beta2
   c.train.eval_every_steps = 0  # 0 = only at the end of each run
-  c.train.eval_batch_size = 16
-  c.train.checkpoint_every_steps = 200
-  c.train.keep_checkpoints = 2
-  c.train.log_every_steps = 10
+
+  # How runs execute (none of these changes a result; see the module doc).
+  c.run = ml_collections.ConfigDict()
   # Optimizer steps per compiled call (a scan; calls also end at every log,
   # eval and checkpoint step). More steps per call keep the host loop and
   # XLA's per-call buffers out of the step time; 1 = one step per call.
-  c.train.steps_per_call = 10
+  c.run.steps_per_call = 10
   # Train a DDO budget's missing runs as one program (train/swarm.py), its
   # members batched ("vmap") or one after another ("scan"); "off": one run at
   # a time; "auto": time one step of each way first and use the faster swarm
   # layout if it is at least SWARM_MIN_SPEEDUP x faster (docs/benchmarks.md).
-  c.train.swarm = "auto"
+  c.run.swarm = "auto"
+  c.run.log_every_steps = 10  # train metrics logged every this many steps
+  c.run.checkpoint_every_steps = 200  # checkpoint every this many steps
+  c.run.keep_checkpoints = 2  # checkpoints kept on disk per run
+  c.run.eval_batch_size = 16  # held-out sequences per evaluation call
+  c.run.remat = False  # recompute activations in backward (less memory)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest
@@ -129,30 +170,79 @@ def base_config() -> ml_collections.ConfigDict:
   c.ddo = ml_collections.ConfigDict()
   c.ddo.budgets = (1.0e5, 2.0e5)  # total tokens of each DDO budget's base run
   c.ddo.base_weights = ml_collections.ConfigDict()  # empty = uniform
-  c.ddo.factors = (0.2, 3.0)
-  c.ddo.seeds = (0,)
-  c.ddo.metric = "ppl_seq"
-  c.ddo.target_domains = ml_collections.ConfigDict()  # empty = all, equal
-  c.ddo.allow_repeat = False
+  c.ddo.factors = (0.2, 3.0)  # each domain's quota x factor, one run each
+  c.ddo.seeds = (0,)  # one set of runs (base + every factor) per seed
+  c.ddo.metric = "ppl_seq"  # held-out metric fitted: ppl_seq | ppl_tok | loss
+  # Held-out domains the fitted objective weighs: empty = all, equal.
+  c.ddo.target_domains = ml_collections.ConfigDict()
+  c.ddo.allow_repeat = False  # not read: the --allow_repeat flag decides
   c.ddo.upper_bound = True  # n_i <= largest factor (our choice)
-  c.ddo.bootstrap = 200
+  c.ddo.bootstrap = 200  # bootstrap replicates of the fit (0 = no intervals)
 
   c.project = ml_collections.ConfigDict()
-  c.project.target_tokens = 8.0e5
-  c.project.max_epochs = 1.0
+  c.project.target_tokens = 8.0e5  # the target budget in tokens
+  c.project.max_epochs = 1.0  # passes allowed over a domain's unique tokens
   # How the target mixture is estimated from the DDO studies: a name in
   # autoscale_jax.mixing.estimators.NAMES ("paper" is the paper's rule).
   c.project.estimator = "paper"
 
   c.final = ml_collections.ConfigDict()
-  c.final.mixtures = ("projected", "uniform", "ddo_small")
-  c.final.eval_every_steps = 20
-  c.final.smoothing = 3
+  c.final.mixtures = ("projected", "uniform", "ddo_small")  # trained, compared
+  c.final.eval_every_steps = 20  # curve points of every final run
+  c.final.smoothing = 3  # curve smoothing window of the speed-up table
   # Seeds of every final mixture's training; >= 2 give mean, 95% interval and
   # paired differences against each baseline (mixing/verdict.py), 3 or more
   # are recommended.
   c.final.seeds = (0,)
   return c
+
+
+def recipe(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+  """The settings that determine a run's result: ``{section: {key: value}}``.
+
+  The one source of a run's config identity: ``study.core.run_identity``
+  fingerprints it (its "model" and "train" parts) and :func:`compile_key`
+  starts from it. Execution settings (``config.run``, ``config.mesh``) are
+  not in it.
+
+  Raises:
+    ConfigError: a key of :data:`MOVED_KEYS` is still at its old place (it
+      would otherwise enter the recipe and change every fingerprint).
+  """
+  _check_moved_keys(config)
+  return {section: config[section].to_dict() for section in RECIPE_SECTIONS}
+
+
+def compile_key(config: ml_collections.ConfigDict) -> str:
+  """The config part of the trainer's compile-cache key (canonical JSON).
+
+  The recipe plus the execution keys the compiled program is built from
+  (:data:`PROGRAM_RUN_KEYS`); the trainer adds the vocabulary size and mesh.
+  """
+  program = {k: config.run[k] for k in PROGRAM_RUN_KEYS}
+  return json.dumps({"recipe": recipe(config), "run": program},
+                    sort_keys=True, default=repr)
+
+
+def moved_key_message(old_key: str, flag: bool = False) -> str:
+  """The one-line error for a key of :data:`MOVED_KEYS` set at its old place.
+
+  Args:
+    old_key: the old dotted key, e.g. "train.swarm".
+    flag: the key came from a command-line override (the fix names the flag).
+  """
+  new_key = MOVED_KEYS[old_key]
+  fix = (f"use --config.{new_key}" if flag else
+         f"set config.{new_key} instead")
+  return (f"config.{old_key} moved to config.{new_key} (an execution setting, "
+          f"not part of a run's recipe); {fix}")
+
+
+def _check_moved_keys(c: ml_collections.ConfigDict) -> None:
+  for old_key in MOVED_KEYS:
+    section, key = old_key.split(".")
+    if key in c[section]:
+      raise ConfigError(moved_key_message(old_key))
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -164,6 +254,12 @@ def _positive_number(c, key: str) -> None:
   if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
       math.isfinite(value) and value > 0):
     _fail(key, value, "must be a finite number > 0")
+
+
+def _positive_int(c, key: str) -> None:
+  value = _get(c, key)
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    _fail(key, value, "must be an integer >= 1")
 
 
 def _get(c, key: str) -> Any:
@@ -204,6 +300,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   Returns:
     ``c`` unchanged, for chaining.
   """
+  _check_moved_keys(c)
   if not isinstance(c.study, str) or not c.study.replace("_", "").replace(
       "-", "").isalnum():
     _fail("study", c.study, "use letters, digits, '-' and '_' only")
@@ -294,13 +391,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   if c.train.seq_len > c.model.max_len:
     _fail("train.seq_len", c.train.seq_len,
           f"must be <= model.max_len={c.model.max_len} (the model's context)")
-  for key in ("train.global_batch_size", "train.grad_accum_steps",
-              "train.eval_batch_size", "train.checkpoint_every_steps",
-              "train.keep_checkpoints", "train.log_every_steps",
-              "train.steps_per_call"):
-    v = _get(c, key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-      _fail(key, v, "must be an integer >= 1")
+  for key in ("train.global_batch_size", "train.grad_accum_steps"):
+    _positive_int(c, key)
   if c.train.global_batch_size % c.train.grad_accum_steps:
     _fail("train.global_batch_size", c.train.global_batch_size,
           f"must be divisible by train.grad_accum_steps="
@@ -313,10 +405,6 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
             f"the per-step micro-batch {micro} must be divisible by the "
             f"data-parallel size {data_par} (mesh {list(c.mesh.shape)} over "
             f"{num_devices} devices)")
-    if c.train.eval_batch_size % data_par:
-      _fail("train.eval_batch_size", c.train.eval_batch_size,
-            f"must be divisible by the data-parallel size {data_par}")
-  _choice(c, "train.swarm", SWARM_MODES)
   _positive_number(c, "train.learning_rate")
   if not 0 <= c.train.warmup_frac < 1:
     _fail("train.warmup_frac", c.train.warmup_frac, "must be in [0, 1)")
@@ -327,6 +415,18 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   if not isinstance(c.train.eval_every_steps, int) or c.train.eval_every_steps < 0:
     _fail("train.eval_every_steps", c.train.eval_every_steps,
           "must be an integer >= 0 (0 = evaluate at the end only)")
+
+  # run
+  for key in ("run.steps_per_call", "run.log_every_steps",
+              "run.checkpoint_every_steps", "run.keep_checkpoints",
+              "run.eval_batch_size"):
+    _positive_int(c, key)
+  if num_devices is not None:
+    data_par = _data_parallelism(c, num_devices)
+    if c.run.eval_batch_size % data_par:
+      _fail("run.eval_batch_size", c.run.eval_batch_size,
+            f"must be divisible by the data-parallel size {data_par}")
+  _choice(c, "run.swarm", SWARM_MODES)
 
   # ddo
   budgets = list(c.ddo.budgets)

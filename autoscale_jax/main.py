@@ -120,6 +120,16 @@ def main(argv: list[str]) -> None:
     sys.exit(130)
 
 
+def _moved_override(argv: list[str]) -> str | None:
+  """The error for the first --config.KEY override whose KEY moved, or None."""
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0]
+      if key in config_lib.MOVED_KEYS:
+        return config_lib.moved_key_message(key, flag=True)
+  return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag or config override is a one-line error, exit 2."""
   try:
@@ -129,6 +139,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
                      for a in argv[1:])
     sys.exit(0 if wants_help else e.code)
   except (AttributeError, KeyError) as e:
+    moved = _moved_override(argv)
+    if moved:
+      print(f"error: {moved}", file=sys.stderr)
+      sys.exit(2)
     key = str(e).strip().strip('"').strip("'")
     print(f"error: unknown config key {key!r} in a --config.* override; "
           "see the config file for the keys", file=sys.stderr)

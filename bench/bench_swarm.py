@@ -47,8 +47,9 @@ def make_config(preset: str) -> tuple[config_lib.ml_collections.ConfigDict, int]
   model, seq, batch, vocab = PRESETS[preset]
   c = config_lib.base_config()
   c.model.update(model)
-  c.train.update(seq_len=seq, global_batch_size=batch, eval_batch_size=batch,
-                 checkpoint_every_steps=20, log_every_steps=10)
+  c.train.update(seq_len=seq, global_batch_size=batch)
+  c.run.update(eval_batch_size=batch, checkpoint_every_steps=20,
+               log_every_steps=10)
   c.mesh.shape = [1, 1, 1]
   return c, vocab
 

@@ -45,19 +45,22 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
 
 
 def bench(name: str, model_cfg, seq_len: int, batch: int, vocab: int,
-          steps: int, peak: float, steps_per_call: int | None = None) -> dict:
+          steps: int, peak: float, steps_per_call: int | None = None,
+          remat: bool = False) -> dict:
   """Tokens/s of the trainer's compiled training calls (after compilation).
 
-  ``steps_per_call`` (default: the config's ``train.steps_per_call``, at
+  ``steps_per_call`` (default: the config's ``run.steps_per_call``, at
   most ``steps``) steps run per call, as ``train_run`` runs them; ``steps`` is
   rounded up to whole calls. Batches are placed on the device before timing.
+  ``remat`` is ``config.run.remat`` (activation recompute).
   """
   c = config_lib.base_config()
   c.model.update(dict(model_cfg))
   c.model.max_len = max(c.model.max_len, seq_len)
-  c.train.update(seq_len=seq_len, global_batch_size=batch, eval_batch_size=batch)
-  c.train.steps_per_call = min(
-      steps, steps_per_call if steps_per_call else c.train.steps_per_call)
+  c.train.update(seq_len=seq_len, global_batch_size=batch)
+  c.run.update(eval_batch_size=batch, remat=remat)
+  c.run.steps_per_call = min(
+      steps, steps_per_call if steps_per_call else c.run.steps_per_call)
   mesh = sharding.make_mesh([1, 1, 1], jax.devices()[:1])
   t0 = time.perf_counter()
   compiled = trainer.get_compiled(c, vocab, mesh)
@@ -98,7 +101,7 @@ def main() -> None:
   p.add_argument("--only", default="")
   p.add_argument("--steps_per_call", default="",
                  help="comma-separated values, one row each (default: the "
-                 "config's train.steps_per_call)")
+                 "config's run.steps_per_call)")
   args = p.parse_args()
   per_call = [int(v) for v in args.steps_per_call.split(",") if v] or [None]
   print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))

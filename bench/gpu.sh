@@ -66,13 +66,13 @@ def model_of(config_module, **overrides):
   return m
 
 runs = [("gpt2_small bf16", model_of(gpt2_small_redpajama, dropout=0.0,
-                                     dtype="bfloat16"), 1024, 16),
+                                     dtype="bfloat16"), 1024, 16, False),
         ("gpt2_large bf16 remat", model_of(gpt2_large_redpajama, dropout=0.0,
-                                           dtype="bfloat16", remat=True),
-         1024, 8)]
+                                           dtype="bfloat16"), 1024, 8, True)]
 rows = []
-for name, cfg, seq, batch in runs:
-  r = bench_train.bench(name, cfg, seq, batch, 50257, steps, peak)
+for name, cfg, seq, batch, remat in runs:
+  r = bench_train.bench(name, cfg, seq, batch, 50257, steps, peak,
+                        remat=remat)
   rows.append(r)
   print(f"{name}: {r['tokens_per_s']:,.0f} tok/s, MFU {100 * r['mfu']:.1f}%",
         flush=True)

@@ -28,13 +28,13 @@ def get_config():
   c.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
   c.train.seq_len = 128
   c.train.global_batch_size = 256
-  c.train.eval_batch_size = 256
   c.train.learning_rate = 1e-4
   c.train.b2 = 0.999
-  c.train.checkpoint_every_steps = 1000
+  c.run.eval_batch_size = 256
+  c.run.checkpoint_every_steps = 1000
   # 15 stacked BERT-base train states (fp32 params + Adam) are ~20 GB: train
   # the proxies one at a time, or fan them out over workers.
-  c.train.swarm = "off"
+  c.run.swarm = "off"
   c.ddo.budgets = [1.0e8, 3.0e8]
   c.ddo.factors = [1 / 3, 2.0]
   c.ddo.metric = "loss"

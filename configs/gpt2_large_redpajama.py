@@ -13,7 +13,7 @@ def get_config():
   c.model.d_model = 1280  # residual stream width
   c.model.num_heads = 20  # attention heads (d_model / num_heads = 64 per head)
   c.model.mlp_dim = 5120  # MLP hidden width (4 x d_model)
-  c.model.remat = True  # recompute activations in backward (less memory)
+  c.run.remat = True  # recompute activations in backward (less memory)
   c.mesh.shape = [-1, 1, 1]
   c.project.target_tokens = 1.0e10
   return c

@@ -31,14 +31,14 @@ def get_config():
   c.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
   c.train.seq_len = 1024
   c.train.global_batch_size = 80
-  c.train.eval_batch_size = 80
   c.train.learning_rate = 2e-4
   c.train.b2 = 0.999
-  c.train.checkpoint_every_steps = 1000
-  c.train.log_every_steps = 50
+  c.run.eval_batch_size = 80
+  c.run.checkpoint_every_steps = 1000
+  c.run.log_every_steps = 50
   # 15 stacked GPT-2 small train states (fp32 params + Adam) are ~22 GB:
   # train the proxies one at a time, or fan them out over workers.
-  c.train.swarm = "off"
+  c.run.swarm = "off"
   c.mesh.shape = [-1, 1, 1]
   c.ddo.budgets = [3.0e8, 6.0e8]
   c.project.target_tokens = 3.0e9

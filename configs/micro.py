@@ -18,8 +18,8 @@ def get_config():
   c.model.max_len = 32
   c.train.seq_len = 32
   c.train.global_batch_size = 8
-  c.train.eval_batch_size = 8
-  c.train.checkpoint_every_steps = 20
+  c.run.eval_batch_size = 8
+  c.run.checkpoint_every_steps = 20
   c.ddo.budgets = [4096.0, 8192.0]
   c.ddo.bootstrap = 20
   c.project.target_tokens = 32768.0

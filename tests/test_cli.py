@@ -70,6 +70,28 @@ def test_unknown_config_key_exit_2(tmp_path):
   assert "lr" in r.stderr
 
 
+@pytest.mark.parametrize("old_key,new_key,value", [
+    ("train.swarm", "run.swarm", "off"),
+    ("train.steps_per_call", "run.steps_per_call", "3"),
+    ("train.log_every_steps", "run.log_every_steps", "3"),
+    ("train.checkpoint_every_steps", "run.checkpoint_every_steps", "3"),
+    ("train.keep_checkpoints", "run.keep_checkpoints", "3"),
+    ("train.eval_batch_size", "run.eval_batch_size", "8"),
+    ("model.remat", "run.remat", "True"),
+])
+def test_moved_config_key_names_its_new_place(tmp_path, old_key, new_key,
+                                              value):
+  r = _cli("--stage=ddo", "--config=configs/micro.py",
+           f"--config.{old_key}={value}", f"--workdir={tmp_path}")
+  assert r.returncode == 2, r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert errors == [
+      f"error: config.{old_key} moved to config.{new_key} (an execution "
+      f"setting, not part of a run's recipe); use --config.{new_key}"
+  ], r.stderr
+  assert "Traceback" not in r.stderr
+
+
 def test_fit_from_bad_runs_json_is_one_line_exit_2(tmp_path):
   runs = {"metric": "ppl", "runs": [
       {"name": "base", "tokens": {"a": 100.0, "b": 100.0},

@@ -43,8 +43,14 @@ RULES = [
     ("train.learning_rate", -1.0, "train.learning_rate", "> 0"),
     ("train.warmup_frac", 1.0, "train.warmup_frac", "[0, 1)"),
     ("train.schedule", "step", "train.schedule", "allowed"),
-    ("train.steps_per_call", 0, "train.steps_per_call", ">= 1"),
-    ("train.swarm", "on", "train.swarm", "allowed: auto, off, vmap, scan"),
+    ("run.steps_per_call", 0, "run.steps_per_call", ">= 1"),
+    ("run.log_every_steps", 0, "run.log_every_steps", ">= 1"),
+    ("run.checkpoint_every_steps", 0, "run.checkpoint_every_steps", ">= 1"),
+    ("run.keep_checkpoints", 0, "run.keep_checkpoints", ">= 1"),
+    ("run.eval_batch_size", 0, "run.eval_batch_size", ">= 1"),
+    ("run.eval_batch_size", 12, "run.eval_batch_size",
+     "divisible by the data-parallel size 8"),
+    ("run.swarm", "on", "run.swarm", "allowed: auto, off, vmap, scan"),
     ("mesh.shape", [-1, -1, 1], "mesh.shape", "at most one -1"),
     ("mesh.shape", [1, 1], "mesh.shape", "one size per axis"),
     ("ddo.budgets", [1000.0, -5.0], "ddo.budgets[1]", "> 0"),
@@ -126,7 +132,7 @@ def test_batch_not_divisible_by_devices():
 def test_batch_divisible_with_tensor_parallel_mesh():
   c = _base()
   c.train.global_batch_size = 4
-  c.train.eval_batch_size = 4
+  c.run.eval_batch_size = 4
   c.mesh.shape = [2, 2, 2]
   config_lib.validate(c, num_devices=8)
 

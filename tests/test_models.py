@@ -97,8 +97,8 @@ def test_jit_equals_no_jit(kind):
   np.testing.assert_allclose(eager, jitted, atol=1e-5, rtol=1e-5)
 
 
-def _loss_and_grads(model_config):
-  model = models.build_model(model_config, V, nnx.Rngs(3))
+def _loss_and_grads(model_config, remat=False):
+  model = models.build_model(model_config, V, nnx.Rngs(3), remat=remat)
   tokens, pos, seg = _inputs()
 
   def loss(m):
@@ -109,8 +109,8 @@ def _loss_and_grads(model_config):
 
 
 def test_remat_equals_no_remat():
-  l0, g0 = _loss_and_grads(_tiny("gpt2", remat=False))
-  l1, g1 = _loss_and_grads(_tiny("gpt2", remat=True))
+  l0, g0 = _loss_and_grads(_tiny("gpt2"), remat=False)
+  l1, g1 = _loss_and_grads(_tiny("gpt2"), remat=True)
   np.testing.assert_allclose(l0, l1, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, g1)
 

@@ -57,9 +57,9 @@ CHILD = textwrap.dedent("""
 
   c = micro.get_config()
   c.model.num_layers = 2
-  c.train.log_every_steps = 1
-  c.train.checkpoint_every_steps = 2
-  c.train.eval_batch_size = 8
+  c.run.log_every_steps = 1
+  c.run.checkpoint_every_steps = 2
+  c.run.eval_batch_size = 8
   vocab = 64
   batches = synthetic.SyntheticBatches(@STEPS@, 8, 32, vocab, seed=3,
                                        domains=("alpha", "beta"))

@@ -32,7 +32,7 @@ def study(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("micro")
   # One by one: the reference the swarm test compares against.
   out = _cli("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}",
-             "--config.train.swarm=off")
+             "--config.run.swarm=off")
   return workdir, out
 
 
@@ -96,7 +96,7 @@ def test_second_run_reuses_everything(study):
 def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
   workdir, _ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
-             "--config.train.swarm=vmap")
+             "--config.run.swarm=vmap")
   assert out.count("training 7 runs as one program (vmap)") == 2
   for k in (0, 1):
     # Every run's per-domain metric matches the one-by-one study to float
@@ -116,14 +116,16 @@ def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
 
 
 def test_execution_only_settings_keep_runs(study):
-  # Logging, checkpointing, eval batching, remat and the swarm switch do not
-  # change a run's result, so they do not change its identity.
+  # Logging, checkpointing, eval batching, remat, steps per call and the
+  # swarm switch (config.run) do not change a run's result, so they do not
+  # change its identity.
   workdir, _ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
-             "--config.train.log_every_steps=3",
-             "--config.train.checkpoint_every_steps=7",
-             "--config.train.eval_batch_size=4", "--config.model.remat=True",
-             "--config.train.swarm=scan")
+             "--config.run.log_every_steps=3",
+             "--config.run.checkpoint_every_steps=7",
+             "--config.run.eval_batch_size=4", "--config.run.remat=True",
+             "--config.run.swarm=scan", "--config.run.steps_per_call=3",
+             "--config.run.keep_checkpoints=1")
   assert ": training " not in out and "stale" not in out
   assert out.count("already done") == 2 * (2 * len(DOMAINS) + 1)
 
@@ -143,7 +145,7 @@ def test_bert_ddo_through_the_cli(tmp_path):
              "--config.model.kind=bert", "--config.ddo.budgets=(4096.,)",
              "--config.project.target_tokens=16384.")
   assert len(re.findall(r": training b\d_", out)) == 2 * len(DOMAINS) + 1
-  # train.swarm="auto" (the default) measured both ways and said which won.
+  # run.swarm="auto" (the default) measured both ways and said which won.
   assert re.search(r"one step of 7 runs: 7 x [\d.,]+ ms one by one, [\d.,]+ "
                    r"ms as one vmap program, [\d.,]+ ms as one scan program "
                    r"\([\d.]+x\): (swarm \((vmap|scan)\)|one by one)",

@@ -18,9 +18,8 @@ STEPS = (5, 8, 11)
 def _config():
   c = config_lib.base_config()
   c.model.update(num_layers=1, d_model=32, num_heads=2, mlp_dim=64, max_len=L)
-  c.train.update(seq_len=L, global_batch_size=B, learning_rate=3e-3,
-                 eval_batch_size=B, checkpoint_every_steps=4,
-                 log_every_steps=4)
+  c.train.update(seq_len=L, global_batch_size=B, learning_rate=3e-3)
+  c.run.update(eval_batch_size=B, checkpoint_every_steps=4, log_every_steps=4)
   c.mesh.shape = [2, 2, 2]
   return c
 

@@ -23,8 +23,8 @@ def _config(mesh=(2, 2, 2), accum=1):
   c = config_lib.base_config()
   c.model.update(num_layers=1, d_model=32, num_heads=2, mlp_dim=64, max_len=L)
   c.train.update(seq_len=L, global_batch_size=B, grad_accum_steps=accum,
-                 learning_rate=3e-3, eval_batch_size=B,
-                 checkpoint_every_steps=2, log_every_steps=2)
+                 learning_rate=3e-3)
+  c.run.update(eval_batch_size=B, checkpoint_every_steps=2, log_every_steps=2)
   c.mesh.shape = list(mesh)
   return c
 
@@ -168,7 +168,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):
 
 def test_bert_bf16_remat_dropout_train_step_runs_sharded():
   c = _config()
-  c.model.update(kind="bert", dtype="bfloat16", remat=True, dropout=0.1)
+  c.model.update(kind="bert", dtype="bfloat16", dropout=0.1)
+  c.run.remat = True
   compiled = trainer.get_compiled(c, V)
   batches = SyntheticBatches(2, B, L, V, seed=6, kind="bert")
   _, losses = _train(compiled, batches, 2)
@@ -199,8 +200,8 @@ def test_steps_per_call_trains_the_same_run(tmp_path):
   runs = {}
   for per_call in (1, 3, 10):
     c = _config()
-    c.train.update(steps_per_call=per_call, log_every_steps=5,
-                   checkpoint_every_steps=6)
+    c.run.update(steps_per_call=per_call, log_every_steps=5,
+                 checkpoint_every_steps=6)
     batches = SyntheticBatches(13, B, L, V, seed=9, pad_final=True)
     r = trainer.train_run(c, batches, {"a": batches.eval_set(6)},
                           tmp_path / f"k{per_call}", vocab_size=V,
@@ -240,7 +241,7 @@ def test_batch_sources_satisfy_the_trainer_protocol(tmp_path):
 
 def test_calls_end_at_every_log_eval_and_checkpoint_stop():
   c = _config()
-  c.train.update(log_every_steps=5, checkpoint_every_steps=6)
+  c.run.update(log_every_steps=5, checkpoint_every_steps=6)
   settings = cadence.RunSettings.from_config(c, eval_every_steps=4)
   ends, s = [], 0
   while s < 13:

@@ -30,9 +30,9 @@ def test_tiny_gpt2_beats_unigram_entropy_on_real_text(tmp_path):
 
   c = config_lib.base_config()
   c.model.update(num_layers=2, d_model=64, num_heads=4, mlp_dim=256, max_len=L)
-  c.train.update(seq_len=L, global_batch_size=16, learning_rate=3e-3,
-                 eval_batch_size=16, checkpoint_every_steps=1000,
-                 log_every_steps=100)
+  c.train.update(seq_len=L, global_batch_size=16, learning_rate=3e-3)
+  c.run.update(eval_batch_size=16, checkpoint_every_steps=1000,
+               log_every_steps=100)
   c.mesh.shape = [-1, 1, 1]
   batches = SyntheticBatches(300, 16, L, 260, seed=0, domains=["py"], data=train)
   evals = {"py": {"inputs": held[:, :L], "targets": held[:, 1:],

@@ -28,8 +28,8 @@ DRIVER = textwrap.dedent('''
     c = config_lib.base_config()
     c.model.update(num_layers=1, d_model=32, num_heads=2, mlp_dim=64,
                    max_len=32, dropout=0.1)
-    c.train.update(seq_len=32, global_batch_size=8, eval_batch_size=8,
-                   checkpoint_every_steps=4, log_every_steps=4)
+    c.train.update(seq_len=32, global_batch_size=8)
+    c.run.update(eval_batch_size=8, checkpoint_every_steps=4, log_every_steps=4)
     c.mesh.shape = [2, 2, 2]
     b = Batches(12, 8, 32, 256, seed=9)
     b.armed = True

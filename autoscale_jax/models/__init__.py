@@ -16,19 +16,21 @@ __all__ = ["BertMLM", "GPT2", "build_model", "count_params"]
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build_model(model_config: Any, vocab_size: int, rngs: nnx.Rngs
-                ) -> GPT2 | BertMLM:
+def build_model(model_config: Any, vocab_size: int, rngs: nnx.Rngs, *,
+                remat: bool = False) -> GPT2 | BertMLM:
   """Builds ``config.model`` (kind gpt2 | bert) with float32 parameters.
 
   Parameters carry logical axis names but are not sharded here (eager sharding
-  is off); the trainer places them on the mesh.
+  is off); the trainer places them on the mesh. ``remat`` (``config.run.remat``,
+  an execution setting) recomputes each block's activations in the backward
+  pass; it changes neither the parameters nor the results.
   """
   c = model_config
   kwargs = dict(vocab_size=vocab_size, num_layers=c.num_layers,
                 d_model=c.d_model, num_heads=c.num_heads, mlp_dim=c.mlp_dim,
                 max_len=c.max_len, dropout=float(c.dropout),
                 dtype=_DTYPES[c.get("dtype", "float32")],
-                remat=bool(c.get("remat", False)), rngs=rngs)
+                remat=bool(remat), rngs=rngs)
   with nnx.use_eager_sharding(False):
     if c.kind == "gpt2":
       return GPT2(**kwargs)

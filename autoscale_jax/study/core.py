@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from autoscale_jax import config as config_lib
 from autoscale_jax import distributed
 from autoscale_jax import records
 from autoscale_jax.data import pipeline
@@ -22,30 +23,22 @@ from autoscale_jax.study import layout as layout_lib
 from autoscale_jax.study import options as options_lib
 from autoscale_jax.train import trainer
 
-# Settings that change how a run is executed or logged but not its result
-# (to float round-off): they are left out of a run's identity, so changing
-# them never marks finished runs stale.
-_SPEED_ONLY_TRAIN_KEYS = frozenset({
-    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "swarm",
-    "eval_batch_size", "steps_per_call"})
-_SPEED_ONLY_MODEL_KEYS = frozenset({"remat"})
-
-
 def run_identity(config: ml_collections.ConfigDict,
                  bundle: pipeline.DataBundle, name: str,
                  tokens: dict[str, int], seed: int, eval_every: int,
                  allow_repeat: bool) -> dict[str, Any]:
   """Everything that determines a run's result; its fingerprint is the key.
 
-  Changing this dict's content changes every fingerprint (existing store
-  records turn stale), so it stays exactly as the store has always used it.
+  The config part is the recipe (``config_lib.recipe``: the "model" and
+  "train" sections); execution settings (``config.run``, ``config.mesh``) are
+  not in it, so changing them never marks finished runs stale. Changing this
+  dict's content changes every fingerprint (existing store records turn
+  stale), so it stays exactly as the store has always used it
+  (``tests/test_run_identity.py`` pins it).
   """
   return {
       "name": name,
-      "model": {k: v for k, v in config.model.to_dict().items()
-                if k not in _SPEED_ONLY_MODEL_KEYS},
-      "train": {k: v for k, v in config.train.to_dict().items()
-                if k not in _SPEED_ONLY_TRAIN_KEYS},
+      **config_lib.recipe(config),
       "tokenizer": bundle.tokenizer.fingerprint,
       "data": {d: bundle.fingerprints[d] for d in sorted(tokens)},
       "tokens": {d: int(tokens[d]) for d in sorted(tokens)},

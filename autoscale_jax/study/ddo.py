@@ -53,7 +53,7 @@ def run_ddo(study: core.Study) -> bool:
         f"\nDDO budget {k + 1}/{len(plans)}: {c.ddo.budgets[k]:.4g} tokens, "
         f"{len(p)} runs" + (f" ({len(mine)} on this worker)"
                             if len(mine) != len(p) else ""))
-    if c.train.swarm != "off":
+    if c.run.swarm != "off":
       _train_swarm(study, k, [r for r in p if r.name in mine])
     for i, run in enumerate(p, 1):
       if run.name not in mine:
@@ -96,7 +96,7 @@ def _train_swarm(study: core.Study, k: int,
   label = f"[ddo b{k + 1} swarm]"
   sources = [study.batches(t, s) for _, t, s, _ in todo]
   vocab = study.bundle.tokenizer.vocab_size
-  layout = study.config.train.swarm
+  layout = study.config.run.swarm
   if layout == "auto":
     try:
       m = swarm.calibrate(study.config, vocab, sources)
@@ -113,7 +113,7 @@ def _train_swarm(study: core.Study, k: int,
         f"({m['speedup']:.2f}x): "
         + (f"swarm ({layout})" if use else
            f"one by one (the swarm needs >= {config_lib.SWARM_MIN_SPEEDUP}x;"
-           " --config.train.swarm=vmap or =scan forces it)"))
+           " --config.run.swarm=vmap or =scan forces it)"))
     if not use:
       return
   console.say(f"{label}: training {len(todo)} runs as one program ({layout})")

@@ -44,16 +44,17 @@ class RunSettings:
   @classmethod
   def from_config(cls, config: Any, eval_every_steps: int = 0
                   ) -> RunSettings:
-    """From ``config.train``; ``eval_every_steps`` (if > 0) overrides its own."""
-    train = config.train
+    """From ``config.run`` and ``config.train``; ``eval_every_steps`` (if > 0)
+    overrides ``config.train.eval_every_steps``."""
+    train, run = config.train, config.run
     return cls(
         eval_every=int(eval_every_steps or train.get("eval_every_steps", 0)
                        or 0),
-        ckpt_every=int(train.checkpoint_every_steps),
-        log_every=max(1, int(train.log_every_steps)),
-        eval_batch_size=int(train.eval_batch_size),
+        ckpt_every=int(run.checkpoint_every_steps),
+        log_every=max(1, int(run.log_every_steps)),
+        eval_batch_size=int(run.eval_batch_size),
         tokens_per_step=int(train.global_batch_size) * int(train.seq_len),
-        keep_checkpoints=int(train.keep_checkpoints))
+        keep_checkpoints=int(run.keep_checkpoints))
 
   def logs_at(self, step: int, num_steps: int) -> bool:
     """Whether the train metrics are logged after ``step`` updates."""

@@ -26,7 +26,7 @@ costed with the measured step time, outweigh the measured compile time);
 otherwise finished members stay in the stack, masked, fed their last batch.
 
 Checkpointing: the stacked state is saved with orbax in ``swarm_dir`` every
-``train.checkpoint_every_steps`` swarm steps (with the members it holds at
+``run.checkpoint_every_steps`` swarm steps (with the members it holds at
 that step) and restored on the next call, so an interrupted swarm resumes
 exactly (members that had already written ``result.json`` stay frozen or
 gone); the final stacked state is saved too (step ``max_k num_steps_k``).
@@ -188,7 +188,7 @@ def calibrate(config: Any, vocab_size: int, batches_list: Sequence[BatchSource],
   """Measured time of one training step: one run alone vs all K as one program.
 
   Each program is compiled first (the single-run program is the one
-  ``train_run`` uses anyway, ``train.steps_per_call`` steps per call; the
+  ``train_run`` uses anyway, ``run.steps_per_call`` steps per call; the
   swarm steps are cached for ``train_swarm``), then runs ``steps`` calls on
   the first run's first batch from a throw-away initial state; the best time
   per optimizer step is kept. Both swarm layouts are timed.
@@ -214,7 +214,7 @@ def calibrate(config: Any, vocab_size: int, batches_list: Sequence[BatchSource],
     raise MemoryError(
         f"{num} stacked train states need about {need / 2**30:.1f} GiB per "
         f"device of {limit / 2**30:.1f} GiB: train the runs one at a time "
-        "(--config.train.swarm=off) or fan them out over workers")
+        "(--config.run.swarm=off) or fan them out over workers")
   with jax.set_mesh(mesh):
     # One run as ``train_run`` trains it: ``steps_per_call`` steps per call.
     per_call = compiled.steps_per_call

@@ -3,8 +3,9 @@
 The train state is a plain pytree ``{"params", "opt_state", "step",
 "num_steps", "rng"}`` (params: the pure dict of the NNX model's ``nnx.Param``
 state). ``train_step(state, batch) -> (state, metrics)`` is pure; it is jitted
-once per (model, train shapes, mesh) and cached in-process, so the ~30 DDO runs
-of one study share one compilation: the run length is the traced
+once per (``config.compile_key``: the recipe and the execution keys the
+program is built from; vocabulary; mesh) and cached in-process, so the ~30 DDO
+runs of one study share one compilation: the run length is the traced
 ``state["num_steps"]``, read by the LR schedule.
 
 Batches are a pure function of the step (the data contract,
@@ -29,6 +30,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from autoscale_jax import config as config_lib
 from autoscale_jax import distributed, models
 from autoscale_jax.train import batches as batch_lib
 from autoscale_jax.train import cadence, checkpoint, optim, runlog, sharding
@@ -195,7 +197,7 @@ class Compiled:
   train_step: Callable[[State, dict], tuple[State, dict]]  # jit(step_fn)
   # (state, batches_S, end) -> (state, metrics_S): make_multi_step, jitted.
   train_steps: Callable[[State, dict, jax.Array], tuple[State, dict]]
-  steps_per_call: int  # steps per train_steps call (train.steps_per_call)
+  steps_per_call: int  # steps per train_steps call (run.steps_per_call)
   # (params, batch) -> (loss_sum_B, tokens_B): make_eval_step, jitted.
   eval_step: Callable[[Any, dict], tuple[jax.Array, jax.Array]]
   tx: optax.GradientTransformation  # the optimizer (optim.make_optimizer)
@@ -203,23 +205,25 @@ class Compiled:
 
 
 _CACHE: dict[Any, Compiled] = {}
-_TRAIN_KEYS = ("seq_len", "global_batch_size", "grad_accum_steps",
-               "learning_rate", "warmup_frac", "schedule", "weight_decay",
-               "clip_norm", "b1", "b2", "steps_per_call")
 
 
 def _cache_key(config: Any, vocab_size: int, mesh: Mesh) -> tuple:
-  model = tuple(sorted((k, str(v)) for k, v in config.model.items()))
-  train = tuple((k, str(config.train.get(k))) for k in _TRAIN_KEYS)
+  """The config's compile key (recipe + program keys), vocab size and mesh."""
   devices = tuple(int(d.id) for d in mesh.devices.flat)
-  return (model, train, vocab_size, tuple(mesh.shape.items()), devices)
+  return (config_lib.compile_key(config), vocab_size,
+          tuple(mesh.shape.items()), devices)
 
 
-def abstract_params(model_config: Any, vocab_size: int
-                    ) -> tuple[nnx.GraphDef, Any]:
-  """``(graphdef, abstract nnx.Param state)`` without allocating anything."""
+def abstract_params(model_config: Any, vocab_size: int, *,
+                    remat: bool = False) -> tuple[nnx.GraphDef, Any]:
+  """``(graphdef, abstract nnx.Param state)`` without allocating anything.
+
+  ``remat`` (``config.run.remat``) lives in the graphdef: the forward pass
+  built from it recomputes activations in the backward pass.
+  """
   abstract = nnx.eval_shape(
-      lambda: models.build_model(model_config, vocab_size, nnx.Rngs(0)))
+      lambda: models.build_model(model_config, vocab_size, nnx.Rngs(0),
+                                 remat=remat))
   return nnx.split(abstract, nnx.Param)
 
 
@@ -237,7 +241,8 @@ def get_compiled(config: Any, vocab_size: int, mesh: Mesh | None = None
   key = _cache_key(config, vocab_size, mesh)
   if key in _CACHE:
     return _CACHE[key]
-  graphdef, abs_state = abstract_params(config.model, vocab_size)
+  graphdef, abs_state = abstract_params(config.model, vocab_size,
+                                        remat=bool(config.run.remat))
   abs_params = nnx.to_pure_dict(abs_state)
   param_specs = nnx.to_pure_dict(sharding.state_specs(abs_state, mesh))
   tx = optim.make_optimizer(config.train, abs_params)
@@ -253,7 +258,8 @@ def get_compiled(config: Any, vocab_size: int, mesh: Mesh | None = None
 
   def init(rng: jax.Array, num_steps: jax.Array) -> State:
     model = models.build_model(model_config, vocab_size,
-                               nnx.Rngs(params=jax.random.fold_in(rng, 0)))
+                               nnx.Rngs(params=jax.random.fold_in(rng, 0)),
+                               remat=bool(config.run.remat))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     return {"params": params, "opt_state": tx.init(params),
             "step": jnp.zeros((), jnp.int32),
@@ -276,7 +282,7 @@ def get_compiled(config: Any, vocab_size: int, mesh: Mesh | None = None
           in_shardings=(state_shardings, sharding.stacked_batch_sharding(mesh),
                         replicated),
           out_shardings=(state_shardings, replicated), donate_argnums=0),
-      steps_per_call=int(config.train.get("steps_per_call", 1)),
+      steps_per_call=int(config.run.steps_per_call),
       eval_step=jax.jit(make_eval_step(graphdef),
                         in_shardings=(state_shardings["params"], batch_sh),
                         out_shardings=replicated),
