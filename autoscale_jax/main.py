@@ -98,7 +98,7 @@ def _run(argv: list[str]) -> None:
   )
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
   if files.handles(stage, options):
-    files.run(stage, options)
+    files.run(stage, options, _CONFIG.value)
     return
   from autoscale_jax.study import runner  # pylint: disable=g-import-not-at-top
   runner.run_stage(stage, _CONFIG.value, options)
