@@ -138,8 +138,11 @@ def test_final_verdict_over_seeds_comes_first(study):
   assert comparison["final_eval"]["projected"] == \
       by_name["final_projected"]["final_eval"]
   assert [r["baseline"] for r in comparison["rows"]] == ["uniform"]
-  assert by_name["final_projected_s1"]["seed"] == \
-      by_name["final_projected"]["seed"] + 1
+  # Seed 0 keeps the identity final runs always had (stores stay valid).
+  assert by_name["final_projected"]["identity"]["name"] == "final_projected"
+  assert by_name["final_projected"]["seed"] == 42 == by_name[
+      "final_projected"]["identity"]["seed"]
+  assert by_name["final_projected_s1"]["seed"] == 43
   values = block["mixtures"]["uniform"]["values"]
   assert values == [by_name["final_uniform"]["final_eval"]["aggregate"][
       "ppl_seq"], by_name["final_uniform_s1"]["final_eval"]["aggregate"][

@@ -19,6 +19,7 @@ import ml_collections
 from autoscale_jax import distributed
 from autoscale_jax import fileio
 from autoscale_jax import records
+from autoscale_jax.mixing import ddo as ddo_lib
 from autoscale_jax.mixing import estimators
 from autoscale_jax.mixing import projection
 from autoscale_jax.study import console
@@ -122,7 +123,8 @@ def run_project(study: core.Study) -> bool:
   def write():
     layout.project_dir.mkdir(parents=True, exist_ok=True)
     fileio.atomic_write_json(layout.projected_mixture, mixture.to_json())
-    fileio.atomic_write_json(layout.estimates, estimates)
+    # write_mixture writes a non-finite number (a failed fit's) as null.
+    ddo_lib.write_mixture(layout.estimates, estimates)
     files.write_exports(c, mixture.to_json(), str(layout.export_dir),
                   study.bundle.corpus_dir, available)
   distributed.write_once("project", write)
