@@ -7,11 +7,13 @@ Stages:
   ddo      plan and train the 2m+1 proxy runs at every DDO budget (only the
            runs whose record is missing), then fit and solve each budget.
   fit      fit the power laws and solve the mixture, from the study's records
-           or from any --results=RUNS.json (then no --config is needed).
-  project  project the DDO optima to the target budget (from the study, or
-           from --optima=A.json,B.json[,C.json] --target_tokens=T).
+           or from any --results=RUNS.json (then --config is optional).
+  project  estimate the mixture at the target budget (config.project.estimator;
+           from the study, or from --optima=A.json,B.json[,C.json]
+           --target_tokens=T) and export it.
   final    train the target budget with each mixture in config.final.mixtures
-           (or --mixture=NAME_OR_FILE) and compare them (speed-up table).
+           (or --mixture=NAME_OR_FILE, added to the comparison) once per seed of
+           config.final.seeds and compare them (verdict over seeds, speed-up).
            --stage=train is an alias of final.
   report   write report/index.html and report/README.md with figures.
   all      ddo -> project -> final -> report, resuming what the workdir holds.
@@ -98,7 +100,7 @@ def _run(argv: list[str]) -> None:
   )
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
   if files.handles(stage, options):
-    files.run(stage, options)
+    files.run(stage, options, _CONFIG.value)
     return
   from autoscale_jax.study import runner  # pylint: disable=g-import-not-at-top
   runner.run_stage(stage, _CONFIG.value, options)

@@ -96,6 +96,8 @@ class Mixture:
       the mixture carries none (see the module docstring for the spellings).
     bound_domains: canonical {domain: side} of domains at a DDO bound, or None
       when the file has no such field.
+    noise: a DDO optimum's seed noise and per-domain signal-to-noise
+      (:func:`mixing.noise.measure_noise`), or None when the file has none.
     extra: every other key, verbatim (fits, bands, trajectory, notes, ...).
   """
   weights: dict[str, float]
@@ -104,6 +106,7 @@ class Mixture:
   name: str | None = None
   intervals: dict[str, Any] | None = None
   bound_domains: dict[str, str] | None = None
+  noise: dict[str, Any] | None = None
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
@@ -119,8 +122,9 @@ class Mixture:
                 ) -> Mixture:
     weights = _require(obj, "weights", what)
     tokens = _require(obj, "tokens", what)
+    noise = obj.get("noise")
     core = {"weights", "tokens", "budget_tokens", "name", "intervals",
-            *BOUND_KEYS}
+            *BOUND_KEYS} | ({"noise"} if isinstance(noise, Mapping) else set())
     has_intervals = "intervals" in obj or isinstance(obj.get("bands"),
                                                      Mapping)
     return cls(
@@ -129,6 +133,7 @@ class Mixture:
         intervals=weight_intervals(obj) if has_intervals else None,
         bound_domains=(bound_domains(obj) if any(k in obj for k in BOUND_KEYS)
                        else None),
+        noise=dict(noise) if isinstance(noise, Mapping) else None,
         extra={k: v for k, v in obj.items() if k not in core})
 
   def to_json(self) -> dict[str, Any]:
@@ -147,6 +152,8 @@ class Mixture:
     if self.bound_domains is not None:
       out["bound_domains"] = dict(self.bound_domains)
     out.update(self.extra)
+    if self.noise is not None:
+      out["noise"] = dict(self.noise)
     return out
 
 

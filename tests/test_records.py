@@ -8,7 +8,7 @@ import pytest
 
 from autoscale_jax import errors, records
 from autoscale_jax.experiments import store
-from autoscale_jax.mixing import baselines, ddo, projection, simulate
+from autoscale_jax.mixing import baselines, ddo, noise, projection, simulate
 
 DOMS = ["a", "b", "c"]
 
@@ -39,6 +39,24 @@ def test_ddo_mixture_roundtrip_with_intervals(tmp_path):
   assert m.intervals == obj["intervals"]
   assert m.bound_domains == obj["bound_domains"]
   assert m.warnings == obj["warnings"]
+
+
+def test_ddo_mixture_noise_roundtrips_as_a_field(tmp_path):
+  plan = ddo.plan_runs(DOMS, 3000, factors=(0.2, 3.0), seeds=(0, 1))
+  truth = simulate.PowerLawTruth.from_relative(
+      DOMS, [0.5, 0.3, 0.1], [1.0, 0.7, 0.4], budget=3000)
+  runs = simulate.simulate_runs(plan, truth, noise=0.003, seed=1)
+  obj = ddo.fit_and_solve(runs, bootstrap=0)
+  obj["noise"] = noise.measure_noise(runs)
+  path = tmp_path / "mixture.json"
+  ddo.write_mixture(path, obj)
+  obj = json.loads(path.read_text())
+  m = _roundtrip(records.Mixture, obj)
+  assert m.noise == obj["noise"] and "noise" not in m.extra
+  assert m.noise["num_seeds"] == 2 and m.noise["seed_noise"] > 0
+  # A null noise (or none at all) is no field, and still round-trips.
+  assert _roundtrip(records.Mixture, {**obj, "noise": None}).noise is None
+  assert records.Mixture.from_json({"weights": {}, "tokens": {}}).noise is None
 
 
 def test_ddo_mixture_roundtrip_without_intervals(tmp_path):

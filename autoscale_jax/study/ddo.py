@@ -7,14 +7,18 @@ budget whose runs are all done. ``fit`` only fits and solves, from the store.
 
 from __future__ import annotations
 
+from typing import Any
+
 from autoscale_jax import config as config_lib
 from autoscale_jax import distributed
 from autoscale_jax import fileio
 from autoscale_jax import records
 from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.mixing import ddo as ddo_lib
+from autoscale_jax.mixing import noise as noise_lib
 from autoscale_jax.study import console
 from autoscale_jax.study import core
+from autoscale_jax.study import options as options_lib
 from autoscale_jax.train import swarm
 
 # (store name, token quotas, training seed) of one planned run.
@@ -70,11 +74,27 @@ def run_ddo(study: core.Study) -> bool:
 
 
 def run_fit(study: core.Study) -> bool:
-  """Fits and solves every budget from the store's records."""
-  ok = True
-  for k in range(len(study.config.ddo.budgets)):
-    ok = fit_budget(study, k, plan(study, k)) and ok
-  return ok
+  """Fits and solves every budget from the store's records.
+
+  Returns whether every budget was fitted; raises StageError when none was
+  (the runs are missing for the current config: nothing to fit).
+  """
+  budgets = study.config.ddo.budgets
+  waiting = {}
+  for k in range(len(budgets)):
+    runs = plan(study, k)
+    missing = _fit(study, k, runs)
+    if missing:
+      waiting[k] = (missing, len(runs))
+  if len(waiting) == len(budgets):
+    lacks = "; ".join(
+        f"budget {k + 1} ({budgets[k]:.4g} tokens) lacks {len(m)} of {n} runs"
+        f" (e.g. {m[0]})" for k, (m, n) in waiting.items())
+    raise options_lib.StageError(
+        f"--stage=fit fitted nothing: {lacks} for the current config; run "
+        "--stage=ddo with this config first (on every worker when fanned "
+        "out)")
+  return not waiting
 
 
 def _train_swarm(study: core.Study, k: int,
@@ -138,14 +158,51 @@ def _say_status(study: core.Study, runs: list[Planned]) -> None:
         "config, data or tokenizer changed); it is kept but not reused")
 
 
+def provenance(study: core.Study, k: int,
+               run_fingerprints: dict[str, str]) -> dict[str, Any]:
+  """What budget ``k``'s optimum is made from (mixture.json "provenance")."""
+  c = study.config
+  bundle = study.bundle
+  return {
+      "stage": "ddo",
+      "budget_index": int(k),
+      "budget_tokens": float(c.ddo.budgets[k]),
+      "metric": str(c.ddo.metric),
+      "target_domains": {d: float(w) for d, w in
+                         dict(c.ddo.target_domains).items()},
+      "upper_bound": bool(c.ddo.upper_bound),
+      "bootstrap": int(c.ddo.bootstrap),
+      "seed": int(c.seed),
+      "tokenizer": bundle.tokenizer.fingerprint,
+      "data": {d: bundle.fingerprints[d] for d in c.data.domains},
+      "runs": dict(run_fingerprints),
+  }
+
+
+def run_fingerprints(study: core.Study, k: int,
+                     runs: list[records.PlannedRun]) -> dict[str, str]:
+  """{store name: fingerprint} of budget ``k``'s planned runs."""
+  out = {}
+  for run in runs:
+    name, tokens, seed = planned(study, k, run)
+    out[name] = study.fingerprint(name, tokens, seed)
+  return out
+
+
 def fit_budget(study: core.Study, k: int,
                runs: list[records.PlannedRun]) -> bool:
   """Fits and solves budget ``k`` if all its runs are done; writes its files."""
+  return not _fit(study, k, runs)
+
+
+def _fit(study: core.Study, k: int, runs: list[records.PlannedRun]
+         ) -> list[str]:
+  """Fits budget ``k``; returns the names of its missing runs ([]: fitted)."""
   c = study.config
+  fingerprints = run_fingerprints(study, k, runs)
   done, missing = [], []
-  for run in runs:
-    name, tokens, seed = planned(study, k, run)
-    rec = study.record(name, study.fingerprint(name, tokens, seed))
+  for name, fp in fingerprints.items():
+    rec = study.record(name, fp)
     if rec is None:
       missing.append(name)
     else:
@@ -155,14 +212,18 @@ def fit_budget(study: core.Study, k: int,
         f"DDO budget {k + 1}: {len(missing)} runs not finished yet "
         f"({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); "
         "run --stage=fit once every worker is done.")
-    return False
+    return missing
   runs_json = store_lib.to_runs_json([r.to_json() for r in done],
                                      c.ddo.metric)
-  mixture = records.Mixture.from_json(ddo_lib.fit_and_solve(
-      runs_json, metric=c.ddo.metric,
-      target_domains=dict(c.ddo.target_domains) or None,
+  target_domains = dict(c.ddo.target_domains) or None
+  optimum = ddo_lib.fit_and_solve(
+      runs_json, metric=c.ddo.metric, target_domains=target_domains,
       upper_bound=bool(c.ddo.upper_bound), bootstrap=int(c.ddo.bootstrap),
-      seed=int(c.seed)))
+      seed=int(c.seed))
+  optimum["noise"] = noise_lib.measure_noise(
+      runs_json, metric=c.ddo.metric, target_domains=target_domains)
+  optimum["provenance"] = provenance(study, k, fingerprints)
+  mixture = records.Mixture.from_json(optimum)
   layout = study.layout
 
   def write():
@@ -172,4 +233,7 @@ def fit_budget(study: core.Study, k: int,
   distributed.write_once(f"fit budget {k}", write)
   console.print_mixture(f"DDO optimum at {c.ddo.budgets[k]:.4g} tokens",
                         mixture)
-  return True
+  console.say(noise_lib.format_noise_table(
+      mixture.noise, title=f"DDO budget {k + 1} noise at "
+      f"{c.ddo.budgets[k]:.4g} tokens"))
+  return []

@@ -6,7 +6,9 @@
   runs/<name>-<fp[:10]>/      one training directory per run (checkpoints,
                               TensorBoard, result.json)
   ddo/budget_<k>/             runs.json (RUNS.json format) and mixture.json
-  project/                    mixture.json and export/ (exported weights)
+  project/                    mixture.json, estimates.json (every
+                              estimator's recommendation) and export/
+                              (exported weights)
   final/                      comparison.json and comparison.md
   report/                     index.html, README.md and figures
 
@@ -63,6 +65,10 @@ class Layout:
   @property
   def projected_mixture(self) -> epath.Path:
     return self.project_dir / "mixture.json"
+
+  @property
+  def estimates(self) -> epath.Path:
+    return self.project_dir / "estimates.json"
 
   @property
   def export_dir(self) -> epath.Path:

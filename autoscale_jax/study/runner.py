@@ -35,7 +35,7 @@ def run_stage(stage: str, config: ml_collections.ConfigDict | None,
   """Validates inputs early, then runs ``stage`` (a name or an alias)."""
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
   if files.handles(stage, options):
-    files.run(stage, options)
+    files.run(stage, options, config)
     return
   if config is None:
     raise options_lib.StageError(
