@@ -86,11 +86,6 @@ def _json(path) -> Any:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def estimates_path(layout: layout_lib.Layout):
-  """project/estimates.json: every estimator's recommendation."""
-  return layout.project_dir / "estimates.json"
-
-
 def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
   return set(a) == set(b) and all(abs(a[d] - b[d]) <= _SAME_WEIGHTS
                                   for d in a)
@@ -223,7 +218,7 @@ def load(config: ml_collections.ConfigDict, layout: layout_lib.Layout
   return StudyFiles(
       config=config, metric=metric, domains=list(config.data.domains),
       ddo=ddo, runs=runs, projected=projected,
-      estimates=_json(estimates_path(layout)), comparison=comparison,
+      estimates=_json(layout.estimates), comparison=comparison,
       verdict=verdict, verdict_source=source, final_runs=final_runs,
       num_records=len(store_records),
       identity=store_records[0].identity if store_records else {})
