@@ -252,3 +252,19 @@ def test_calls_end_at_every_log_eval_and_checkpoint_stop():
   assert [t for t in range(1, 14) if settings.evals_at(t, 13)] == [4, 8, 12]
   assert [t for t in range(1, 14) if settings.saves_at(t, 13)] == [6, 12, 13]
   assert [t for t in range(1, 14) if settings.logs_at(t, 13)] == [5, 10, 13]
+
+
+def test_cached_program_ignores_edits_made_to_the_config_afterwards():
+  # The step functions are traced at their first call, after get_compiled
+  # returned; editing the caller's config in between must not reach them
+  # (it once baked another test's learning rate into a cached program).
+  c = _config(mesh=(1, 1, 1))
+  c.train.learning_rate = 1e-3
+  compiled = _single(c)
+  c.train.learning_rate = 5.0
+  state = trainer.init_state(compiled, 0, 10)
+  with jax.set_mesh(compiled.mesh):
+    batch = sharding.put_batch(SyntheticBatches(2, B, L, V).batch(0),
+                               compiled.mesh)
+    _, metrics = compiled.train_step(state, batch)
+  assert float(metrics["lr"]) <= 1e-3 * (1 + 1e-6)

@@ -17,6 +17,7 @@ the run's log files (``runlog``); the proxy swarm composes the same pieces.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -241,6 +242,10 @@ def get_compiled(config: Any, vocab_size: int, mesh: Mesh | None = None
   key = _cache_key(config, vocab_size, mesh)
   if key in _CACHE:
     return _CACHE[key]
+  # The step functions read the config when they are first traced, which is
+  # later; a private copy keeps a caller's later edits out of the cached
+  # program (its key was computed from the config as it is now).
+  config = copy.deepcopy(config)
   graphdef, abs_state = abstract_params(config.model, vocab_size,
                                         remat=bool(config.run.remat))
   abs_params = nnx.to_pure_dict(abs_state)
