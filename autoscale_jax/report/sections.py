@@ -107,7 +107,7 @@ def _weight_cell(m: records.Mixture, d: str) -> str:
 
 
 def _noise_block(m: records.Mixture) -> list[str]:
-  noise = m.extra.get("noise")
+  noise = m.noise
   head = f"Noise at {m.budget_tokens:.4g} tokens: "
   if not noise:
     return [head + "noise not measured (one seed).", ""]
