@@ -95,7 +95,7 @@ def test_output_is_short_and_ends_with_the_summary(study):
   assert summary[-3].endswith(str(workdir / "project" / "export") + "/")
   assert summary[-2].endswith(str(workdir / "project" / "export" / "README.md"))
   assert summary[-1].endswith(str(workdir / "final" / "comparison.md"))
-  assert len(summary) == 2 + len(sentences) + 6
+  assert len(summary) == 1 + len(sentences) + 6
 
 
 def test_report_names_domains_and_matches_json(study):

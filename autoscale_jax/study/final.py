@@ -172,7 +172,8 @@ def run_final(study: core.Study) -> bool:
   console.say("")
   for sentence in table["seeds"]["sentences"]:
     console.say(f"verdict: {sentence}")
-  console.say("\n" + md)
+  # The tables are in comparison.md (and the report); the log names the file.
+  console.say(f"comparison written: {layout.comparison_md}")
   return True
 
 
