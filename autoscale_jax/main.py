@@ -24,11 +24,12 @@ starting with "error:" and exits with status 2.
 
 from __future__ import annotations
 
-import os
 import sys
 
-# Keep TensorFlow (pulled in by seqio / tfds) off accelerators and quiet.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from autoscale_jax import tfenv
+
+# Before anything imports TensorFlow (seqio / tfds / clu): quiet start-up.
+tfenv.quiet_tf_startup()
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

@@ -94,8 +94,9 @@ def test_three_workers_kill_relaunch_fit(tmp_path: Path) -> None:
   # study builds its corpus before launching workers.
   fixture.make_fixture_corpus(str(work / "corpus"), DOMAINS,
                               docs_per_domain=40)
+  # --verbosity=0: the per-run "training" / "already done" INFO lines too.
   base = ["--stage=ddo", f"--config={cfg}", f"--workdir={work}",
-          f"--num_workers={WORKERS}"]
+          f"--num_workers={WORKERS}", "--verbosity=0"]
   logs = {k: tmp_path / f"worker{k}.log" for k in range(WORKERS)}
   procs = {k: _start(base + [f"--worker_index={k}"], logs[k])
            for k in range(WORKERS)}

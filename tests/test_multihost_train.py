@@ -76,6 +76,8 @@ CHILD = textwrap.dedent("""
     return out
   batches.batch = spy
 
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(1)  # per-step lines, as --verbosity=1 prints
   result = trainer.train_run(c, batches, eval_sets, run_dir, vocab_size=vocab,
                              eval_every_steps=@EVERY@)
   assert [s[1:] for s in seen] == [(pid, nproc, 8 // nproc)] * @STEPS@, seen

@@ -17,23 +17,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOMAINS = ("alpha", "beta", "gamma")
 
 
-def _cli(*args, timeout=600):
+# One line per finished run: "[LABEL]: NAME done in ...".
+TRAINED = re.compile(r"\]: (\S+) done in ")
+REUSED = re.compile(r"\]: (\d+) of \d+ runs reused from the store")
+
+
+def _run(*args, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
   env.pop("XLA_FLAGS", None)  # one CPU device, as a user would run it
   r = subprocess.run(
       [sys.executable, "-m", "autoscale_jax.main", *args], cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=timeout)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-  return r.stdout
+  return r
+
+
+def _cli(*args, timeout=600):
+  return _run(*args, timeout=timeout).stdout
+
+
+def _reused(out):
+  """How many runs the folded "N of M runs reused" lines count."""
+  return sum(int(n) for n in REUSED.findall(out))
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("micro")
   # One by one: the reference the swarm test compares against.
-  out = _cli("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}",
-             "--config.run.swarm=off")
-  return workdir, out
+  r = _run("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}",
+           "--config.run.swarm=off")
+  return workdir, r.stdout, r.stderr
 
 
 def _json(path):
@@ -42,21 +56,50 @@ def _json(path):
 
 
 def test_all_stages_ran(study):
-  workdir, out = study
+  workdir, out, _ = study
   for k, stage in enumerate(("ddo", "project", "final", "report"), 1):
     assert f"=== stage {k}/4: {stage} ===" in out
   # 2 budgets x (2m + 1) DDO runs + 2 final runs, one record each.
   records = sorted(os.listdir(workdir / "store"))
   assert len(records) == 2 * (2 * len(DOMAINS) + 1) + 2
-  assert len(re.findall(r": training ", out)) == len(records)
+  assert len(TRAINED.findall(out)) == len(records)
   for k in (0, 1):
     assert (workdir / "ddo" / f"budget_{k}" / "mixture.json").exists()
   assert (workdir / "project" / "mixture.json").exists()
   assert (workdir / "final" / "comparison.json").exists()
 
 
+def test_output_is_short_and_ends_with_the_summary(study):
+  workdir, out, err = study
+  lines = out.splitlines()
+  print(f"micro --stage=all: {len(lines)} stdout lines")  # for the record
+  # Not a terminal: no per-step progress (bar, eval or swarm step lines).
+  assert not re.search(r"\] step \d+/\d+|eval step \d+|\r", out)
+  assert "is partial" not in out  # absl INFO, hidden by default
+  # One line per finished run, each with the whole-study progress.
+  runs = 2 * (2 * len(DOMAINS) + 1) + 2
+  run_lines = [l for l in lines if TRAINED.search(l)]
+  assert len(run_lines) == runs
+  assert run_lines[-1].endswith(f"[study] {runs}/{runs} runs done")
+  assert f"[study] 1/{runs} runs done, {runs - 1} to go, ETA " in out
+  # TensorFlow's C++ start-up lines are filtered out of both streams.
+  for text in (out, err):
+    assert "cudart_stub" not in text and "oneDNN" not in text
+  # The summary block is last: verdict sentences, then the paths.
+  summary = lines[lines.index("=== summary ==="):]
+  sentences = _json(workdir / "final" / "comparison.json")["seeds"]["sentences"]
+  assert summary[1:1 + len(sentences)] == [f"verdict: {s}" for s in sentences]
+  assert summary[-6].endswith(str(workdir / "report" / "index.html"))
+  assert summary[-5].endswith(str(workdir / "report" / "README.md"))
+  assert summary[-4].endswith(str(workdir / "project" / "mixture.json"))
+  assert summary[-3].endswith(str(workdir / "project" / "export") + "/")
+  assert summary[-2].endswith(str(workdir / "project" / "export" / "README.md"))
+  assert summary[-1].endswith(str(workdir / "final" / "comparison.md"))
+  assert len(summary) == 1 + len(sentences) + 6
+
+
 def test_report_names_domains_and_matches_json(study):
-  workdir, _ = study
+  workdir, *_ = study
   md = (workdir / "report" / "README.md").read_text()
   html = (workdir / "report" / "index.html").read_text()
   for d in DOMAINS:
@@ -80,13 +123,13 @@ def test_report_names_domains_and_matches_json(study):
 
 
 def test_second_run_reuses_everything(study):
-  workdir, _ = study
+  workdir, *_ = study
   before = {k: (workdir / "ddo" / f"budget_{k}" / "mixture.json").read_bytes()
             for k in (0, 1)}
   comparison = _json(workdir / "final" / "comparison.json")
   out = _cli("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}")
-  assert ": training " not in out
-  assert out.count("already done") == 2 * (2 * len(DOMAINS) + 1) + 2
+  assert not TRAINED.findall(out)
+  assert _reused(out) == 2 * (2 * len(DOMAINS) + 1) + 2
   for k in (0, 1):
     after = (workdir / "ddo" / f"budget_{k}" / "mixture.json").read_bytes()
     assert after == before[k]
@@ -94,7 +137,7 @@ def test_second_run_reuses_everything(study):
 
 
 def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
-  workdir, _ = study
+  workdir, *_ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
              "--config.run.swarm=vmap")
   assert out.count("training 7 runs as one program (vmap)") == 2
@@ -119,32 +162,34 @@ def test_execution_only_settings_keep_runs(study):
   # Logging, checkpointing, eval batching, remat, steps per call and the
   # swarm switch (config.run) do not change a run's result, so they do not
   # change its identity.
-  workdir, _ = study
+  workdir, *_ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
              "--config.run.log_every_steps=3",
              "--config.run.checkpoint_every_steps=7",
              "--config.run.eval_batch_size=4", "--config.run.remat=True",
              "--config.run.swarm=scan", "--config.run.steps_per_call=3",
              "--config.run.keep_checkpoints=1")
-  assert ": training " not in out and "stale" not in out
-  assert out.count("already done") == 2 * (2 * len(DOMAINS) + 1)
+  assert not TRAINED.findall(out) and "stale" not in out
+  assert _reused(out) == 2 * (2 * len(DOMAINS) + 1)
 
 
 def test_changed_config_reports_stale_and_retrains(study):
   # Last in the file: it rewrites the study's DDO outputs.
-  workdir, _ = study
+  workdir, *_ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
              "--config.train.learning_rate=0.001")
   assert "stale record for b0_base_s0" in out
   assert "stale record for b1_base_s0" in out
-  assert len(re.findall(r": training b\d_", out)) == 2 * (2 * len(DOMAINS) + 1)
+  assert len([n for n in TRAINED.findall(out) if re.match(r"b\d_", n)]) == \
+      2 * (2 * len(DOMAINS) + 1)
 
 
 def test_bert_ddo_through_the_cli(tmp_path):
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={tmp_path}",
              "--config.model.kind=bert", "--config.ddo.budgets=(4096.,)",
              "--config.project.target_tokens=16384.")
-  assert len(re.findall(r": training b\d_", out)) == 2 * len(DOMAINS) + 1
+  assert len([n for n in TRAINED.findall(out) if re.match(r"b\d_", n)]) == \
+      2 * len(DOMAINS) + 1
   # run.swarm="auto" (the default) measured both ways and said which won.
   assert re.search(r"one step of 7 runs: 7 x [\d.,]+ ms one by one, [\d.,]+ "
                    r"ms as one vmap program, [\d.,]+ ms as one scan program "

@@ -162,14 +162,15 @@ def test_second_run_reuses_every_seed(study):
   workdir, _ = study
   comparison = _json(workdir / "final" / "comparison.json")
   out = _ok("--stage=final", MICRO, f"--workdir={workdir}", *SEEDS)
-  assert ": training " not in out and out.count("already done") == 4
+  assert not re.search(r"\]: \S+ done in ", out)  # nothing trained
+  assert "[final]: 4 of 4 runs reused from the store" in out
   assert _json(workdir / "final" / "comparison.json") == comparison
 
 
 def test_partial_mixture_run_merges_into_the_comparison(copy):
   out = _ok("--stage=final", MICRO, f"--workdir={copy}", *SEEDS,
             "--mixture=ddo_small")
-  assert len(re.findall(r": training final_ddo_small", out)) == 2
+  assert len(re.findall(r"\]: final_ddo_small\S* done in ", out)) == 2
   comparison = _json(copy / "final" / "comparison.json")
   assert set(comparison["seeds"]["mixtures"]) == {"projected", "uniform",
                                                   "ddo_small"}

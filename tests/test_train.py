@@ -1,11 +1,13 @@
 """Trainer tests: schedule, decay mask, sharding, grad accumulation, train_run."""
 
 import json
+import logging
 import math
 import os
 import re
 
 import jax
+from absl import logging as absl_logging
 import numpy as np
 import pytest
 
@@ -112,14 +114,25 @@ def test_domain_metrics_definitions():
   assert m["bpb"] == pytest.approx(8 / math.log(2) / 8)
 
 
-def test_train_run_contract_cache_and_finished_run(tmp_path, capsys):
+@pytest.fixture
+def verbose():
+  """``--verbosity=1``: per-step lines and INFO notes are shown."""
+  before = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(1)
+  yield
+  absl_logging.set_verbosity(before)
+
+
+def test_train_run_contract_cache_and_finished_run(tmp_path, capsys, caplog,
+                                                   verbose):
+  caplog.set_level(logging.INFO)
   c = _config()
   batches = SyntheticBatches(4, B, L, V, seed=3, pad_final=True)
   evals = {"a": batches.eval_set(5), "b": batches.eval_set(9, seed=7)}
   r = trainer.train_run(c, batches, evals, tmp_path / "r1", vocab_size=V,
                         eval_every_steps=2, progress_label="t1")
   out = capsys.readouterr().out
-  assert "partial" in out and re.search(r"\[t1\] \[#+\] step 4/4", out)
+  assert "partial" in caplog.text and re.search(r"\[t1\] \[#+\] step 4/4", out)
   assert r["steps"] == 4 and set(r["tokens_per_domain"]) == {"a", "b"}
   assert set(r["final_eval"]["domains"]) == {"a", "b"}
   agg = r["final_eval"]["aggregate"]
@@ -148,7 +161,7 @@ def test_train_run_contract_cache_and_finished_run(tmp_path, capsys):
   # A finished run is returned as is, never retrained.
   assert trainer.train_run(c, batches, evals, tmp_path / "r1",
                            vocab_size=V) == r
-  assert "already finished" in capsys.readouterr().out
+  assert "already finished" in caplog.text
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):

@@ -4,7 +4,8 @@ Modules, from the bottom up:
 
   layout.py        every workdir path (:class:`layout.Layout`)
   options.py       command-line options, :class:`options.StageError`
-  console.py       progress lines and mixture printing
+  progress.py      whole-study progress (runs done, ETA), one line per run
+  console.py       what the stages print: mixtures, the closing summary
   files.py         the file-only stages (fit --results, project --optima)
   core.py          the :class:`core.Study` context: config, layout, options,
                    lazy data bundle, store, run identity, train-or-load

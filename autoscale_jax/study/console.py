@@ -1,8 +1,11 @@
-"""What the stages print: progress lines and mixtures."""
+"""What the stages print: progress lines, mixtures and the closing summary."""
 
 from __future__ import annotations
 
+import json
+
 from autoscale_jax import records
+from autoscale_jax.study import layout as layout_lib
 
 
 def say(msg: str) -> None:
@@ -21,3 +24,40 @@ def print_mixture(title: str, mixture: records.Mixture) -> None:
     say(f"  warning: {w}")
   for n in mixture.notes:
     say(f"  note: {n}")
+
+
+def verdict_sentences(layout: layout_lib.Layout) -> list[str]:
+  """The verdict sentences of final/comparison.json ([] when there is none)."""
+  path = layout.comparison_json
+  if not path.exists():
+    return []
+  try:
+    table = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError):
+    return []
+  seeds = table.get("seeds") if isinstance(table, dict) else None
+  return [str(s) for s in (seeds or {}).get("sentences", [])]
+
+
+def summary_lines(layout: layout_lib.Layout) -> list[str]:
+  """The closing block: the verdict sentences, then where the results are."""
+  lines = ["", "=== summary ==="]
+  lines += [f"verdict: {s}" for s in verdict_sentences(layout)]
+  paths = [("report", layout.report_html),
+           ("report (markdown)", layout.report_markdown),
+           ("projected mixture", layout.projected_mixture),
+           ("exports", layout.export_dir),
+           ("exports README", layout.export_dir / "README.md"),
+           ("comparison", layout.comparison_md)]
+  width = max(len(n) for n, _ in paths)
+  for name, path in paths:
+    missing = "" if path.exists() else "  (not written yet)"
+    shown = f"{path}/" if name == "exports" else str(path)
+    lines.append(f"{name + ':':<{width + 1}} {shown}{missing}")
+  return lines
+
+
+def print_summary(layout: layout_lib.Layout) -> None:
+  """Prints :func:`summary_lines` (the last lines of ``--stage=all``)."""
+  for line in summary_lines(layout):
+    say(line)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import ml_collections
+from absl import logging
 
 from autoscale_jax import config as config_lib
 from autoscale_jax import distributed
@@ -21,6 +22,7 @@ from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.study import console
 from autoscale_jax.study import layout as layout_lib
 from autoscale_jax.study import options as options_lib
+from autoscale_jax.study import progress as progress_lib
 from autoscale_jax.train import trainer
 
 def run_identity(config: ml_collections.ConfigDict,
@@ -58,6 +60,7 @@ class Study:
     self.options = options
     self._bundle: pipeline.DataBundle | None = None
     self._store: store_lib.ExperimentStore | None = None
+    self.progress = progress_lib.StudyProgress()  # what the command ran
 
   @property
   def bundle(self) -> pipeline.DataBundle:
@@ -108,13 +111,17 @@ class Study:
     identity = self.identity(name, tokens, seed, eval_every)
     fp = store_lib.fingerprint(identity)
     record = self.record(name, fp)
+    total = sum(tokens.values())
     if record is not None:
-      console.say(f"{label}: {name} already done (record {fp[:10]}), reused")
+      logging.info("%s: %s already done (record %s), reused", label, name,
+                   fp[:10])
+      self.progress.reused(name, total)
       return record
     batches = self.batches(tokens, seed)
     run_dir = self.layout.run_dir(name, fp)
-    console.say(f"{label}: training {name}: {sum(tokens.values()):,} tokens, "
-                f"{batches.num_steps} steps")
+    finished_before = (run_dir / "result.json").exists()
+    logging.info("%s: training %s: %s tokens, %d steps", label, name,
+                 f"{total:,}", batches.num_steps)
     t0 = time.time()
     result = trainer.train_run(
         self.config, batches, self.bundle.eval_sets(), str(run_dir),
@@ -130,10 +137,17 @@ class Study:
         kind=kind, mixture=mixture, extra=dict(extra or {}))
     distributed.write_once(f"record {name}",
                            lambda: self.store.put(record.to_json()))
-    agg = result["final_eval"]["aggregate"]
-    console.say(f"{label}: {name} done in {record.wall_seconds:.1f}s: "
-                f"loss={agg['loss']:.4f} ppl_seq={agg['ppl_seq']:.2f} "
-                f"bpb={agg['bpb']:.4f}")
+    seconds: float | None = record.wall_seconds
+    if self.progress.pop_together(name):
+      seconds = None  # trained by the swarm, which counted its time
+    elif finished_before:
+      self.progress.finished_earlier(name, total)
+    else:
+      self.progress.trained(name, total, record.wall_seconds)
+    console.say(progress_lib.run_line(
+        label, name, tokens=total, steps=record.steps, seconds=seconds,
+        aggregate=result["final_eval"]["aggregate"])
+        + "  " + self.progress.line())
     return record
 
   def my_share(self, names: list[str]) -> set[str]:

@@ -7,6 +7,7 @@ budget whose runs are all done. ``fit`` only fits and solves, from the store.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from autoscale_jax import config as config_lib
@@ -40,6 +41,19 @@ def planned(study: core.Study, k: int, run: records.PlannedRun) -> Planned:
           int(study.config.seed) + int(run.seed))
 
 
+def planned_tokens(study: core.Study) -> dict[str, float]:
+  """{store name: tokens} of this worker's DDO runs over every budget."""
+  out = {}
+  for k in range(len(study.config.ddo.budgets)):
+    p = plan(study, k)
+    mine = study.my_share([r.name for r in p])
+    for run in p:
+      if run.name in mine:
+        name, tokens, _ = planned(study, k, run)
+        out[name] = float(sum(tokens.values()))
+  return out
+
+
 def run_ddo(study: core.Study) -> bool:
   """Trains the missing proxy runs of every budget, then fits and solves."""
   c = study.config
@@ -69,6 +83,10 @@ def run_ddo(study: core.Study) -> bool:
           extra={"budget_index": k, "budget_tokens": float(c.ddo.budgets[k]),
                  "domain": run.domain, "factor": run.factor,
                  "plan_seed": int(run.seed)})
+    reused = study.progress.pop_reused()
+    if reused:
+      console.say(f"[ddo b{k + 1}]: {reused} of {len(mine)} runs reused from "
+                  f"the store  {study.progress.line()}")
     complete = fit_budget(study, k, p) and complete
   return complete
 
@@ -137,12 +155,18 @@ def _train_swarm(study: core.Study, k: int,
     if not use:
       return
   console.say(f"{label}: training {len(todo)} runs as one program ({layout})")
+  t0 = time.time()
   swarm.train_swarm(
       study.config,
       sources,
       study.bundle.eval_sets(),
       [str(study.layout.run_dir(n, fp)) for n, _, _, fp in todo],
       vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm", layout=layout)
+  seconds = time.time() - t0
+  study.progress.trained_together(
+      {n: float(sum(t.values())) for n, t, _, _ in todo}, seconds)
+  console.say(f"{label}: {len(todo)} runs trained in {seconds:.1f}s; each "
+              "one's line follows")
 
 
 def _say_status(study: core.Study, runs: list[Planned]) -> None:

@@ -118,6 +118,15 @@ def _finished(study: core.Study, names: list[str], seeds: list[int],
                   f"--mixture={n})")
 
 
+def planned_tokens(study: core.Study) -> dict[str, float]:
+  """{store name: tokens} of the final runs, each about the target budget."""
+  c = study.config
+  target = float(c.project.target_tokens)
+  return {run_name(n, s): target
+          for n in list(study.options.mixtures or c.final.mixtures)
+          for s in c.final.seeds}
+
+
 def run_final(study: core.Study) -> bool:
   """Trains (or reuses) each mixture's runs over seeds; writes the comparison."""
   c = study.config
@@ -125,6 +134,8 @@ def run_final(study: core.Study) -> bool:
   seeds = [int(s) for s in c.final.seeds]
   mixtures = {n: mixture_of(study, n) for n in requested}  # fail early
   runs: Runs = {}
+  study.progress.expect({run_name(n, s): float(sum(_quotas(mix).values()))
+                         for n, mix in mixtures.items() for s in seeds})
   total = len(mixtures) * len(seeds)
   i = 0
   for n, mix in mixtures.items():
@@ -136,6 +147,10 @@ def run_final(study: core.Study) -> bool:
           label=f"[final {i}/{total}]",
           eval_every=int(c.final.eval_every_steps), kind="final",
           mixture=mix)
+  reused = study.progress.pop_reused()
+  if reused:
+    console.say(f"[final]: {reused} of {total} runs reused from the store  "
+                f"{study.progress.line()}")
   if study.options.mixtures:  # partial run: merge into the comparison
     others = [n for n in _previous_names(study) if n not in mixtures]
     if others:
@@ -157,7 +172,8 @@ def run_final(study: core.Study) -> bool:
   console.say("")
   for sentence in table["seeds"]["sentences"]:
     console.say(f"verdict: {sentence}")
-  console.say("\n" + md)
+  # The tables are in comparison.md (and the report); the log names the file.
+  console.say(f"comparison written: {layout.comparison_md}")
   return True
 
 

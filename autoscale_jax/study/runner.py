@@ -44,8 +44,13 @@ def run_stage(stage: str, config: ml_collections.ConfigDict | None,
   options_lib.require(options.workdir, "--workdir", "the study directory")
   config_lib.validate(config, num_devices=jax.device_count())
   study = core.Study(config, layout_lib.Layout.of(options.workdir), options)
+  if stage in ("ddo", "all"):
+    study.progress.expect(ddo.planned_tokens(study))
+  if stage in ("final", "all"):
+    study.progress.expect(final.planned_tokens(study))
   if stage != "all":
-    STAGES[stage](study)
+    if STAGES[stage](study) and stage == "final":
+      console.print_summary(study.layout)
     return
   for k, name in enumerate(ALL, 1):
     console.say(f"\n=== stage {k}/{len(ALL)}: {name} ===")
@@ -53,3 +58,4 @@ def run_stage(stage: str, config: ml_collections.ConfigDict | None,
       console.say(f"stage {name} did not complete; stopping before the next "
                   "stage.")
       return
+  console.print_summary(study.layout)

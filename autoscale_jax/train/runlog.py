@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, TextIO
 
 import jax
+from absl import logging
 from etils import epath
 
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text
@@ -167,3 +170,44 @@ def progress_line(label: str, step: int, num_steps: int, record: dict,
   return (f"{label}[{bar}] step {step}/{num_steps} loss {record['loss']:.4f} "
           f"lr {record['lr']:.2e} tok/s {record['tokens_per_s']:,.0f} "
           f"eta {fmt_time(eta_s)}")
+
+
+def steps_verbose() -> bool:
+  """Whether per-step lines are printed as lines (absl ``--verbosity>=1``)."""
+  return logging.get_verbosity() >= 1
+
+
+class StepLine:
+  """Per-step progress: redrawn on one terminal line, or not shown at all.
+
+  On a terminal (``stream.isatty()``) each :meth:`show` redraws the line in
+  place (``\\r``) and :meth:`clear` wipes it; with ``--verbosity=1`` every
+  step is printed as its own line (the old behaviour); otherwise (a log file,
+  a pipe) nothing is printed per step. Process 0 only.
+  """
+
+  def __init__(self, stream: TextIO | None = None,
+               verbose: bool | None = None):
+    self.stream = stream if stream is not None else sys.stdout
+    self.verbose = steps_verbose() if verbose is None else verbose
+    self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self.enabled = jax.process_index() == 0 and (self.verbose or self.tty)
+    self.drawn = False
+
+  def show(self, line: str) -> None:
+    if not self.enabled:
+      return
+    if self.verbose:
+      print(line, file=self.stream, flush=True)
+      return
+    width = shutil.get_terminal_size((120, 24)).columns - 1
+    self.stream.write("\r" + line[:width] + "\x1b[K")
+    self.stream.flush()
+    self.drawn = True
+
+  def clear(self) -> None:
+    """Wipes a redrawn line (so the next printed line starts clean)."""
+    if self.drawn:
+      self.stream.write("\r\x1b[K")
+      self.stream.flush()
+      self.drawn = False

@@ -51,6 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -290,7 +291,8 @@ class _Swarm:
     self.dirs, self.seeds, self.results = dirs, seeds, results
     self.settings, self.label = settings, label
     self.steps_all = [int(b.num_steps) for b in batches_list]
-    self.say = distributed.primary_only(print)  # progress: process 0 only
+    self.say = distributed.primary_only(print)  # process 0 only
+    self.steps = runlog.StepLine()  # per-step progress (terminal/--verbosity)
     self.stacked_sh, self.swarm_step = get_swarm_step(compiled, layout)
     self.members: list[int] = []
     self.diverged: dict[int, str] = {}  # run index -> message
@@ -356,9 +358,9 @@ class _Swarm:
                f"{self.max_steps} ({len(members)} runs)", flush=True)
     self.curves = {k: self.logs[k].resume(min(self.start, steps_all[k]))
                    for k in members}
-    self.say(f"{self.label}swarm of {len(members)} runs, "
-             f"{min(steps_all[k] for k in members)}-{self.max_steps} steps, "
-             "one program", flush=True)
+    logging.info("%sswarm of %d runs, %d-%d steps, one program", self.label,
+                 len(members), min(steps_all[k] for k in members),
+                 self.max_steps)
 
   def live(self) -> list[int]:
     """The members still training."""
@@ -434,10 +436,11 @@ class _Swarm:
             done, {n: m[n][i] for n in ("loss", "lr", "grad_norm")},
             self.tokens[k], tps / max(n_act, 1.0)))
     losses = [float(m["loss"][i]) for i in range(len(self.members)) if act[i]]
-    self.say(f"{self.label}swarm step {done}/{self.max_steps}: {int(n_act)}/"
-             f"{len(self.members)} active, mean loss "
-             f"{np.mean(losses) if losses else float('nan'):.4f}"
-             f", tok/s {tps:,.0f} (all runs)", flush=True)
+    self.steps.show(
+        f"{self.label}swarm step {done}/{self.max_steps}: {int(n_act)}/"
+        f"{len(self.members)} active, mean loss "
+        f"{np.mean(losses) if losses else float('nan'):.4f}"
+        f", tok/s {tps:,.0f} (all runs)")
 
   def evaluate(self, k: int, step: int) -> dict:
     """Evaluates member ``k``'s params; logs and returns the curve point."""
@@ -457,8 +460,8 @@ class _Swarm:
         n, self.batches_list[k].tokens_per_domain, final, self.curves[k])
     self.logs[k].write_result(self.results[k])
     agg = final["aggregate"]
-    self.say(f"{self.label}run {self.dirs[k].name} done at step {n}: loss "
-             f"{agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}", flush=True)
+    self.steps.show(f"{self.label}run {self.dirs[k].name} done at step {n}: "
+                    f"loss {agg['loss']:.4f} ppl_seq {agg['ppl_seq']:.2f}")
 
   def maybe_compact(self, done: int) -> None:
     """Drops finished members from the stack when ``compaction`` says so."""
@@ -518,6 +521,7 @@ class _Swarm:
     self.mgr.wait_until_finished()
 
   def close(self) -> None:
+    self.steps.clear()
     if self.mgr is not None:
       checkpoint.close(self.mgr)
     for log in self.logs.values():
@@ -586,7 +590,7 @@ def train_swarm(config: Any, batches_list: Sequence[BatchSource],
   results = [runlog.read_finished(d, n) for d, n in zip(dirs, steps_all)]
   todo = [k for k in range(num_runs) if results[k] is None]
   if not todo:
-    print(f"{label}all {num_runs} runs already finished", flush=True)
+    logging.info("%sall %d runs already finished", label, num_runs)
     return results  # type: ignore[return-value]
 
   compiled = trainer.get_compiled(config, vocab_size)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -384,7 +385,8 @@ class _RunLoop:
     self.compiled, self.batches, self.eval_sets = compiled, batches, eval_sets
     self.settings, self.workdir, self.label = settings, workdir, label
     self.num_steps = int(batches.num_steps)
-    self.say = distributed.primary_only(print)  # progress: process 0 only
+    self.say = distributed.primary_only(print)  # process 0 only
+    self.steps = runlog.StepLine()  # per-step progress (terminal/--verbosity)
     self.mgr = checkpoint.manager(workdir / "checkpoints",
                                   max_to_keep=settings.keep_checkpoints)
     self.log = runlog.RunLog(workdir)
@@ -414,8 +416,8 @@ class _RunLoop:
     self.start = self.last_saved = start or 0
     self.curve = self.log.resume(self.start)
     if self.batches.padded_final_step:
-      self.say(f"{self.label}note: the last batch (step {self.num_steps}) is "
-               "partial; its padding carries zero weight", flush=True)
+      logging.info("%snote: the last batch (step %d) is partial; its padding "
+                   "carries zero weight", self.label, self.num_steps)
 
   def train_call(self, step: int, done: int) -> dict:
     """Trains steps ``step + 1 .. done`` in one compiled call; their metrics.
@@ -464,8 +466,9 @@ class _RunLoop:
         done, m, self.tokens,
         speed.tokens_per_s(done, self.settings.tokens_per_step))
     self.log.log_train(record)
-    self.say(runlog.progress_line(self.label, done, self.num_steps, record,
-                                  speed.eta(done, self.num_steps)), flush=True)
+    self.steps.show(runlog.progress_line(self.label, done, self.num_steps,
+                                         record,
+                                         speed.eta(done, self.num_steps)))
 
   def evaluate(self, step: int) -> dict:
     """Evaluates the current params; logs and returns the curve point."""
@@ -473,8 +476,8 @@ class _RunLoop:
                        self.settings.eval_batch_size, step, self.tokens)
     self.log.log_eval(point)
     agg = point["aggregate"]
-    self.say(f"{self.label}eval step {step}: loss {agg['loss']:.4f} "
-             f"ppl_seq {agg['ppl_seq']:.2f}", flush=True)
+    self.steps.show(f"{self.label}eval step {step}: loss {agg['loss']:.4f} "
+                    f"ppl_seq {agg['ppl_seq']:.2f}")
     return point
 
   def save(self, done: int) -> None:
@@ -508,6 +511,7 @@ class _RunLoop:
     return final
 
   def close(self) -> None:
+    self.steps.clear()
     checkpoint.close(self.mgr)
     self.log.close()
 
@@ -541,8 +545,8 @@ def train_run(config: Any, batches: BatchSource,
   num_steps = int(batches.num_steps)
   result = runlog.read_finished(workdir, num_steps)
   if result is not None:
-    print(f"{label}already finished ({num_steps} steps): "
-          f"{workdir / 'result.json'}", flush=True)
+    logging.info("%salready finished (%d steps): %s", label, num_steps,
+                 workdir / "result.json")
     return result
   if num_steps < 1:
     raise ValueError(f"{label}the batch source has num_steps={num_steps}; "

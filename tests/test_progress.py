@@ -1,0 +1,107 @@
+"""The console formatters: whole-study progress/ETA and one line per run."""
+
+import io
+
+from autoscale_jax import tfenv
+from autoscale_jax.study import progress
+from autoscale_jax.train import runlog
+
+
+def test_fmt_duration():
+  assert progress.fmt_duration(0) == "0s"
+  assert progress.fmt_duration(44.6) == "45s"
+  assert progress.fmt_duration(250) == "4m10s"
+  assert progress.fmt_duration(3600 + 2 * 60 + 5) == "1h02m"
+  assert progress.fmt_duration(-3) == "0s"
+
+
+def test_study_line():
+  assert progress.study_line(12, 45, 250) == (
+      "[study] 12/45 runs done, 33 to go, ETA 4m10s")
+  assert progress.study_line(0, 3, None) == (
+      "[study] 0/3 runs done, 3 to go, ETA unknown")
+  assert progress.study_line(45, 45, None) == "[study] 45/45 runs done"
+
+
+def test_eta_from_measured_speed_times_tokens_left():
+  p = progress.StudyProgress({"a": 100.0, "b": 200.0, "c": 300.0, "d": 50.0})
+  assert p.eta_s() is None
+  p.reused("d", 50.0)  # reused runs count as done, but not for the speed
+  assert p.line() == "[study] 1/4 runs done, 3 to go, ETA unknown"
+  p.trained("a", 100.0, 10.0)  # 10 tokens/s; 500 tokens left
+  assert p.eta_s() == 50.0
+  assert p.line() == "[study] 2/4 runs done, 2 to go, ETA 50s"
+  p.trained_together({"b": 200.0, "c": 300.0}, 40.0)  # 600 tok / 50 s
+  assert p.line() == "[study] 4/4 runs done"
+  assert p.pop_together("b") and not p.pop_together("b")
+  assert p.pop_reused() == 1 and p.pop_reused() == 0
+
+
+def test_unplanned_runs_join_the_total_and_count_once():
+  p = progress.StudyProgress()
+  p.finished_earlier("x", 10.0)
+  p.reused("x", 10.0)
+  assert (len(p.done), len(p.planned), p.pop_reused()) == (1, 1, 0)
+  assert p.eta_s() is None
+
+
+def test_run_line():
+  agg = {"loss": 5.63412, "ppl_seq": 289.714, "bpb": 4.2}
+  assert progress.run_line("[ddo b1 2/30]", "b0_code_x0.2_s0",
+                           tokens=88573, steps=44, seconds=12.34,
+                           aggregate=agg) == (
+      "[ddo b1 2/30]: b0_code_x0.2_s0 done in 12.3s: 88,573 tokens, "
+      "44 steps, loss=5.6341 ppl_seq=289.71")
+  assert "done in the swarm: " in progress.run_line(
+      "[x]", "n", tokens=1, steps=1, seconds=None, aggregate=agg)
+
+
+class _Tty(io.StringIO):
+
+  def isatty(self):
+    return True
+
+
+def test_step_line_not_a_terminal_prints_nothing():
+  out = io.StringIO()
+  line = runlog.StepLine(out, verbose=False)
+  line.show("step 1/2")
+  line.clear()
+  assert out.getvalue() == ""
+
+
+def test_step_line_redraws_on_a_terminal_and_clears():
+  out = _Tty()
+  line = runlog.StepLine(out, verbose=False)
+  line.show("step 1/2")
+  line.show("step 2/2")
+  line.clear()
+  text = out.getvalue()
+  assert "\n" not in text
+  assert text.count("\r") == 3 and text.endswith("\r\x1b[K")
+
+
+def test_step_line_verbose_prints_lines():
+  out = io.StringIO()
+  line = runlog.StepLine(out, verbose=True)
+  line.show("step 1/2")
+  line.show("step 2/2")
+  line.clear()
+  assert out.getvalue() == "step 1/2\nstep 2/2\n"
+
+
+def test_filter_startup_log():
+  text = (
+      "WARNING: All log messages before absl::InitializeLog() is called are "
+      "written to STDERR\n"
+      "I0000 00:00:1796142926.862411   12888 port.cc:153] oneDNN custom "
+      "operations are on.\n"
+      "W0000 00:00:1796142926.863477   12888 cudart_stub.cc:31] warned\n"
+      "E0000 00:00:1796142926.863477   12888 x.cc:1] broken\n"
+      "a Python warning\n")
+  assert tfenv.filter_startup_log(text, 0) == text
+  assert tfenv.filter_startup_log(text, 1).splitlines() == [
+      "W0000 00:00:1796142926.863477   12888 cudart_stub.cc:31] warned",
+      "E0000 00:00:1796142926.863477   12888 x.cc:1] broken",
+      "a Python warning"]
+  assert tfenv.filter_startup_log(text, 3) == "a Python warning\n"
