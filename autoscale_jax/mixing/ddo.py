@@ -330,6 +330,50 @@ def _bounds(bounds, domains, xs_by_domain, upper_bound):
   return lo, hi
 
 
+def aggregates(data: RunsData, metric: str | None = None,
+               target_domains: Mapping[str, float] | None = None
+               ) -> tuple[dict[str, float], dict[int, float], str,
+                          dict[str, float]]:
+  """Each run's aggregate metric, the way the fit's y is built from it.
+
+  Args:
+    data: validated runs of one budget (:func:`load_runs`).
+    metric: ``ppl`` or ``loss`` (config names ppl_seq / ppl_tok accepted);
+      None uses the file's.
+    target_domains: ``{eval domain: weight}``; default every training domain,
+      equally.
+
+  Returns:
+    ``({run name: aggregate}, {seed: its base run's aggregate (mean over
+    replicates)}, metric used, normalised target weights)``; a run's y is its
+    aggregate divided by its seed's base aggregate.
+  """
+  want = _norm_metric(metric)
+  targets = dict(target_domains) if target_domains else {
+      d: 1.0 for d in data.domains}
+  unknown = [d for d in targets if d not in data.eval_domains]
+  if unknown:
+    raise ValueError(f"target_domains: {', '.join(unknown)} not evaluated in "
+                     f"RUNS.json (eval domains: {', '.join(data.eval_domains)})")
+  if not all(v >= 0 for v in targets.values()) or sum(targets.values()) <= 0:
+    raise ValueError(f"target_domains={targets}: weights must be >= 0, "
+                     "one > 0")
+  tsum = sum(targets.values())
+  agg = {r["name"]: sum(w * _convert(r["eval"][d], data.metric, want)
+                        for d, w in targets.items()) / tsum
+         for r in data.runs}
+  base_agg = {}
+  for s in data.bases:
+    reps = [agg[r["name"]] for r in data.runs
+            if r["seed"] == s and r["domain"] is None]
+    base_agg[s] = float(np.mean(reps))
+  if any(v <= 0 for v in base_agg.values()):
+    raise RunsError("base run: field eval gives a non-positive aggregate "
+                    f"{base_agg}; y = aggregate / base needs it > 0")
+  return agg, base_agg, want or data.metric, {
+      d: w / tsum for d, w in targets.items()}
+
+
 def _noise_estimate(data: RunsData, agg: dict[str, float],
                     base_agg: dict[int, float], fits) -> tuple[float, str]:
   """Relative sd of one run's aggregate: seed replicates, else residuals.
@@ -430,31 +474,9 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
     The mixture.json content (see docs/architecture.md).
   """
   data = runs if isinstance(runs, RunsData) else load_runs(runs)
-  want = _norm_metric(metric)
-  used_metric = want or data.metric
+  agg, base_agg, used_metric, targets = aggregates(data, metric,
+                                                   target_domains)
   domains = data.domains
-  targets = dict(target_domains) if target_domains else {
-      d: 1.0 for d in domains}
-  unknown = [d for d in targets if d not in data.eval_domains]
-  if unknown:
-    raise ValueError(f"target_domains: {', '.join(unknown)} not evaluated in "
-                     f"RUNS.json (eval domains: {', '.join(data.eval_domains)})")
-  if not all(v >= 0 for v in targets.values()) or sum(targets.values()) <= 0:
-    raise ValueError(f"target_domains={targets}: weights must be >= 0, "
-                     "one > 0")
-  tsum = sum(targets.values())
-
-  agg = {r["name"]: sum(w * _convert(r["eval"][d], data.metric, want)
-                        for d, w in targets.items()) / tsum
-         for r in data.runs}
-  base_agg = {}
-  for s in data.bases:
-    reps = [agg[r["name"]] for r in data.runs
-            if r["seed"] == s and r["domain"] is None]
-    base_agg[s] = float(np.mean(reps))
-  if any(v <= 0 for v in base_agg.values()):
-    raise RunsError("base run: field eval gives a non-positive aggregate "
-                    f"{base_agg}; y = aggregate / base needs it > 0")
 
   seeds = sorted(data.bases)
   base0 = data.base_tokens(seeds[0])
@@ -538,7 +560,7 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
       "bootstrap": boot_info,
       "warnings": warnings,
       "metric": used_metric,
-      "target_domains": {d: w / tsum for d, w in targets.items()},
+      "target_domains": targets,
       "seeds": seeds,
       "budget_constraint": "sum_i w0_i n_i = 1 (= paper's sum n_i = m for "
                            "uniform w0)",

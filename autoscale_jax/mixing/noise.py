@@ -61,29 +61,10 @@ def normalised_values(data: ddo.RunsData, metric: str | None = None,
     ``({run name: aggregate / its seed's base aggregate}, metric used,
     normalised target weights)``.
   """
-  # pylint: disable=protected-access  # the fit's own conversion, not a copy
-  want = ddo._norm_metric(metric)
-  targets = dict(target_domains) if target_domains else {
-      d: 1.0 for d in data.domains}
-  unknown = [d for d in targets if d not in data.eval_domains]
-  if unknown:
-    raise ValueError(f"target_domains: {', '.join(unknown)} not evaluated in "
-                     f"the runs (eval domains: {', '.join(data.eval_domains)})")
-  if not all(v >= 0 for v in targets.values()) or sum(targets.values()) <= 0:
-    raise ValueError(f"target_domains={targets}: weights must be >= 0, "
-                     "one > 0")
-  tsum = sum(targets.values())
-  agg = {r["name"]: sum(w * ddo._convert(r["eval"][d], data.metric, want)
-                        for d, w in targets.items()) / tsum
-         for r in data.runs}
-  base_agg = {s: float(np.mean([agg[r["name"]] for r in data.runs
-                                if r["seed"] == s and r["domain"] is None]))
-              for s in data.bases}
-  if any(v <= 0 for v in base_agg.values()):
-    raise ddo.RunsError("base run: field eval gives a non-positive aggregate "
-                        f"{base_agg}; y = aggregate / base needs it > 0")
+  agg, base_agg, used_metric, targets = ddo.aggregates(data, metric,
+                                                       target_domains)
   y = {r["name"]: agg[r["name"]] / base_agg[r["seed"]] for r in data.runs}
-  return y, want or data.metric, {d: w / tsum for d, w in targets.items()}
+  return y, used_metric, targets
 
 
 def _per_seed_means(data: ddo.RunsData, y: Mapping[str, float]
