@@ -99,17 +99,12 @@ def check_ddo_optimum(path: epath.PathLike, optimum: Mapping[str, Any],
     expected: the provenance the current config gives (see
       :func:`autoscale_jax.study.ddo.provenance`).
   """
-  fix = "run --stage=ddo (or --stage=fit) to redo it for the current config"
   found = optimum.get("budget_tokens")
-  if not same_budget(found, budget_tokens):
-    raise options_lib.StageError(
-        f"{path} was made for a {_short(found)}-token budget but "
-        f"config.ddo.budgets gives {budget_tokens:.6g}: {fix}")
-  made = optimum.get("provenance")
-  if isinstance(made, Mapping):
-    diff = first_difference(made, expected)
-    if diff:
-      raise options_lib.StageError(f"{path} is stale ({diff}): {fix}")
+  _check(path, optimum, expected,
+         "run --stage=ddo (or --stage=fit) to redo it for the current config",
+         None if same_budget(found, budget_tokens) else
+         f"was made for a {_short(found)}-token budget but config.ddo.budgets "
+         f"gives {budget_tokens:.6g}")
 
 
 def check_projection(path: epath.PathLike, projected: Mapping[str, Any],
@@ -124,14 +119,22 @@ def check_projection(path: epath.PathLike, projected: Mapping[str, Any],
     expected: the provenance the current config gives (see
       :func:`autoscale_jax.study.project.provenance`).
   """
-  fix = ("run --stage=project (or --stage=all) to redo it for the current "
-         "config")
   found = projected.get("budget_tokens")
-  if not same_budget(found, target_tokens):
-    raise options_lib.StageError(
-        f"{path} was made for a target of {_short(found)} tokens but "
-        f"config.project.target_tokens is {target_tokens:.6g}: {fix}")
-  made = projected.get("provenance")
+  _check(path, projected, expected,
+         "run --stage=project (or --stage=all) to redo it for the current "
+         "config",
+         None if same_budget(found, target_tokens) else
+         f"was made for a target of {_short(found)} tokens but "
+         f"config.project.target_tokens is {target_tokens:.6g}")
+
+
+def _check(path: epath.PathLike, content: Mapping[str, Any],
+           expected: Mapping[str, Any], fix: str,
+           budget_mismatch: str | None) -> None:
+  """Raises StageError for a budget mismatch, else for stale provenance."""
+  if budget_mismatch:
+    raise options_lib.StageError(f"{path} {budget_mismatch}: {fix}")
+  made = content.get("provenance")
   if isinstance(made, Mapping):
     diff = first_difference(made, expected)
     if diff:
