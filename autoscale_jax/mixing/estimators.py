@@ -65,7 +65,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from autoscale_jax.errors import UserError
-from autoscale_jax.mixing import ddo, optimize, projection
+from autoscale_jax.mixing import ddo, optimize, powerlaw, projection
 from autoscale_jax.mixing.x64 import float64
 
 # Joint fit: starts (A in units of s_i, B), LM iterations.
@@ -403,29 +403,11 @@ def _joint_resid_jac(theta, u, y, w, groups):
 
 def _joint_lm(theta0, u, y, w, groups, iters):
   n = theta0.shape[0]
-
-  def body(_, state):
-    theta, mu, cost = state
-    r, j = _joint_resid_jac(theta, u, y, w, groups)
-    jtj = j.T @ j
-    g = j.T @ r
-    damp = mu * (jnp.diag(jnp.diag(jtj)) + 1e-9 * jnp.trace(jtj) / n
-                 * jnp.eye(n) + 1e-300 * jnp.eye(n))
-    step = jsl.cho_solve(jsl.cho_factor(jtj + damp), -g)
-    step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
-    new = theta + step
-    new_cost = _joint_cost(new, u, y, w, groups)
-    ok = jnp.isfinite(new_cost) & (new_cost < cost)
-    theta = jnp.where(ok, new, theta)
-    cost = jnp.where(ok, new_cost, cost)
-    mu = jnp.clip(jnp.where(ok, mu * 0.3, mu * 5.0), 1e-15, 1e15)
-    return theta, mu, cost
-
-  cost0 = _joint_cost(theta0, u, y, w, groups)
-  cost0 = jnp.where(jnp.isfinite(cost0), cost0, jnp.inf)
-  theta, _, cost = jax.lax.fori_loop(
-      0, iters, body, (theta0, jnp.asarray(1e-3, theta0.dtype), cost0))
-  return theta, cost
+  return powerlaw.levenberg_marquardt(
+      theta0, lambda t: _joint_resid_jac(t, u, y, w, groups),
+      lambda t: _joint_cost(t, u, y, w, groups),
+      lambda m, v: jsl.cho_solve(jsl.cho_factor(m), v),
+      lambda jtj: 1e-9 * jnp.trace(jtj) / n * jnp.eye(n), iters)
 
 
 def _joint_fit_one(u, y, w, groups, iters):

@@ -119,33 +119,53 @@ def _solve2(m, v):
                     m[0, 0] * v[1] - m[1, 0] * v[0]]) / det
 
 
-def _lm_one(theta0, x, y, w, lo, iters):
-  """Levenberg-Marquardt on (p, q) for one domain and one start."""
-  jac = jax.jacfwd(_residual)
+def levenberg_marquardt(theta0, resid_jac, cost_fn, solve, floor, iters):
+  """Damped Gauss-Newton steps, each kept only when it lowers the cost.
+
+  Args:
+    theta0: start ``[p]``.
+    resid_jac: ``theta -> (residuals [n], Jacobian [n, p])``.
+    cost_fn: ``theta -> cost`` (non-finite costs are never accepted).
+    solve: ``(matrix [p, p], rhs [p]) -> step``.
+    floor: ``JtJ -> [p, p]`` damping floor added to ``diag(JtJ)``.
+    iters: fixed number of iterations (a ``fori_loop``; jit-friendly).
+
+  Returns:
+    ``(theta, cost)`` at the end.
+  """
+  p = theta0.shape[0]
 
   def body(_, state):
     theta, mu, cost = state
-    r = _residual(theta, x, y, w, lo)
-    j = jac(theta, x, y, w, lo)
+    r, j = resid_jac(theta)
     jtj = j.T @ j
     g = j.T @ r
-    damp = mu * (jnp.diag(jnp.diag(jtj)) + 1e-12 * jnp.trace(jtj) * jnp.eye(2)
-                 + 1e-300 * jnp.eye(2))
-    step = _solve2(jtj + damp, -g)
+    damp = mu * (jnp.diag(jnp.diag(jtj)) + floor(jtj) + 1e-300 * jnp.eye(p))
+    step = solve(jtj + damp, -g)
     step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
     new = theta + step
-    new_cost = _cost(new, x, y, w, lo)
+    new_cost = cost_fn(new)
     ok = jnp.isfinite(new_cost) & (new_cost < cost)
     theta = jnp.where(ok, new, theta)
     cost = jnp.where(ok, new_cost, cost)
     mu = jnp.clip(jnp.where(ok, mu * 0.3, mu * 5.0), 1e-15, 1e15)
     return theta, mu, cost
 
-  cost0 = _cost(theta0, x, y, w, lo)
+  cost0 = cost_fn(theta0)
   cost0 = jnp.where(jnp.isfinite(cost0), cost0, jnp.inf)
   theta, _, cost = jax.lax.fori_loop(
       0, iters, body, (theta0, jnp.asarray(1e-3, theta0.dtype), cost0))
   return theta, cost
+
+
+def _lm_one(theta0, x, y, w, lo, iters):
+  """Levenberg-Marquardt on (p, q) for one domain and one start."""
+  jac = jax.jacfwd(_residual)
+  return levenberg_marquardt(
+      theta0,
+      lambda t: (_residual(t, x, y, w, lo), jac(t, x, y, w, lo)),
+      lambda t: _cost(t, x, y, w, lo), _solve2,
+      lambda jtj: 1e-12 * jnp.trace(jtj) * jnp.eye(2), iters)
 
 
 def _fit_domain(starts, x, y, w, lo, iters, within_ss):
