@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Sequence
 
 import numpy as np
 
+from autoscale_jax import fileio
 from autoscale_jax.fileio import atomic_write_text
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
@@ -97,7 +97,7 @@ def make_fixture_corpus(out_dir: str, domains: Sequence[str],
   Returns:
     ``out_dir``.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.makedirs(out_dir)
   manifest = {"kind": "fixture", "seed": seed, "domains": {}}
   for domain in domains:
     lang = _domain_language(domain, seed)
@@ -115,11 +115,11 @@ def make_fixture_corpus(out_dir: str, domains: Sequence[str],
       h.update(text.encode())
       nbytes += len(text.encode())
     # Unique temp names: workers that build the fixture at once never clash.
-    atomic_write_text(os.path.join(out_dir, f"{domain}.jsonl"),
+    atomic_write_text(fileio.join(out_dir, f"{domain}.jsonl"),
                       "\n".join(lines) + "\n")
     manifest["domains"][domain] = {
         "documents": docs_per_domain, "bytes": nbytes,
         "sha256": h.hexdigest()}
-  atomic_write_text(os.path.join(out_dir, "manifest.json"),
+  atomic_write_text(fileio.join(out_dir, "manifest.json"),
                     json.dumps(manifest, indent=1, sort_keys=True))
   return out_dir

@@ -26,12 +26,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
+from autoscale_jax import distributed
+from autoscale_jax import fileio
 from autoscale_jax.data import fixture as fixture_lib
 from autoscale_jax.data import seqio_source
 from autoscale_jax.data import sources
@@ -488,33 +489,175 @@ class DataBundle:
     return b
 
 
-def _documents(config, workdir: str) -> tuple[dict[str, list[str]],
-                                              str | None]:
+def _corpus_dir(config, workdir: str) -> str | None:
+  """The corpus directory (embedded/fixture; the fixture is built if absent)."""
   data = config.data
-  corpus_dir = None
-  if data.source in ("embedded", "fixture"):
-    corpus_dir = data.corpus_dir or os.path.join(workdir, "corpus")
-    missing = [d for d in data.domains
-               if not os.path.exists(os.path.join(corpus_dir, f"{d}.jsonl"))]
-    if data.source == "fixture" and missing:
-      fixture_lib.make_fixture_corpus(
-          corpus_dir, list(data.domains),
-          docs_per_domain=max(40, int(data.heldout_docs) + 32))
-    elif missing:
+  if data.source not in ("embedded", "fixture"):
+    return None
+  corpus_dir = data.corpus_dir or fileio.join(workdir, "corpus")
+  missing = [d for d in data.domains
+             if not fileio.exists(sources.corpus_file(corpus_dir, d))]
+  if data.source == "fixture" and missing:
+    fixture_lib.make_fixture_corpus(
+        corpus_dir, list(data.domains),
+        docs_per_domain=max(40, int(data.heldout_docs) + 32))
+  return corpus_dir
+
+
+class _Documents:
+  """The raw documents of each domain, read on first need (at most once)."""
+
+  def __init__(self, config, corpus_dir: str | None):
+    self.config = config
+    self.corpus_dir = corpus_dir
+    self._docs: dict[str, list[str]] = {}
+
+  def __call__(self, domain: str) -> list[str]:
+    if domain not in self._docs:
+      data = self.config.data
+      if data.source == "embedded" and not fileio.exists(
+          sources.corpus_file(self.corpus_dir, domain)):
+        raise DataError(
+            f"embedded corpus not found in {self.corpus_dir} (missing "
+            f"{domain}); build it first with `python -m "
+            f"autoscale_jax.data.corpus --out {self.corpus_dir}`")
+      self._docs.update(sources.load_documents(self.config, self.corpus_dir,
+                                               [domain]))
+    return self._docs[domain]
+
+
+def _source_spec_key(config, domain: str, corpus_dir: str | None) -> str:
+  """Names where a domain's documents come from (not what they hold)."""
+  data = config.data
+  where = (data.paths.get(domain) if data.source == "jsonl" else
+           data.tfds.get(domain) if data.source == "tfds" else corpus_dir)
+  if hasattr(where, "to_dict"):
+    where = where.to_dict()
+  spec = [data.source, domain, where if isinstance(where, (str, type(None)))
+          else list(where), data.text_field]
+  return hashlib.sha256(json.dumps(spec).encode()).hexdigest()
+
+
+def _corpus_identity(config, domain: str, cache_dir: str,
+                     corpus_dir: str | None, documents: _Documents,
+                     primary: bool) -> dict:
+  """``{"docs_fingerprint", "num_docs"}`` of a domain, from its manifest.
+
+  The raw text is read only the first time a file list is seen (then the
+  identity is recorded under the cache); when the raw files are gone, the
+  identity last recorded for the same source spec is used, with a warning.
+  """
+  spec_key = _source_spec_key(config, domain, corpus_dir)
+  try:
+    files = sources.list_files(config, corpus_dir, [domain])
+  except DataError as missing:
+    last = token_store.read_last_identity(cache_dir, domain, spec_key)
+    if last is None:
+      if config.data.source == "embedded":
+        documents(domain)  # the embedded corpus error names the fix
+      raise missing
+    log.warning("%s; using the token cache built from it (%d documents, "
+                "%s)", missing, last["num_docs"],
+                last["docs_fingerprint"][:12])
+    return last
+  if files is None:  # TFDS: no file list to name the corpus by
+    docs = documents(domain)
+    return {"docs_fingerprint": token_store.documents_fingerprint(docs),
+            "num_docs": len(docs)}
+  manifest = token_store.source_manifest(domain, files[domain])
+  ident = token_store.read_corpus_identity(cache_dir, manifest)
+  if ident is None and not primary:
+    ident = token_store.wait_for_identity(cache_dir, manifest)
+  if ident is None:
+    docs = documents(domain)
+    ident = {"docs_fingerprint": token_store.documents_fingerprint(docs),
+             "num_docs": len(docs)}
+    token_store.write_corpus_identity(cache_dir, manifest, **ident)
+  if primary:
+    token_store.write_last_identity(cache_dir, domain, spec_key, ident)
+  return ident
+
+
+def _tokenizer(config, cache_dir: str, idents: Mapping[str, dict],
+               held: Mapping[str, np.ndarray], documents: _Documents,
+               primary: bool) -> tok_lib.Tokenizer:
+  """The study's tokenizer; SentencePiece is trained once per corpus."""
+  data = config.data
+  if data.tokenizer != "sentencepiece":
+    return tok_lib.build_tokenizer(data.tokenizer)
+  sp_dir = fileio.join(cache_dir, "tokenizers")
+  key = hashlib.sha256(json.dumps(
+      [[d, idents[d]["docs_fingerprint"]] for d in sorted(idents)]
+      + [int(data.heldout_docs), int(data.vocab_size)]).encode()).hexdigest()
+  record = fileio.join(sp_dir, f"sentencepiece-{key[:16]}.json")
+  if not fileio.exists(record) and not primary:
+    token_store.wait_for_file(record, "the SentencePiece model")
+  if fileio.exists(record):
+    model = fileio.join(sp_dir, fileio.read_json(record)["model"])
+    if fileio.exists(model):
+      return tok_lib.SentencePieceTokenizer(model)
+  train_docs = {}
+  for d in data.domains:
+    skip = set(held[d].tolist())
+    train_docs[d] = [t for i, t in enumerate(documents(d)) if i not in skip]
+  tokenizer = tok_lib.build_tokenizer(
+      "sentencepiece", documents=train_docs, vocab_size=int(data.vocab_size),
+      cache_dir=sp_dir)
+  fileio.atomic_write_json(
+      record, {"model": str(tokenizer.model_path).rsplit("/", 1)[-1]})
+  return tokenizer
+
+
+def _domain_tokens(domain: str, ident: Mapping[str, Any],
+                   tokenizer: tok_lib.Tokenizer, cache_dir: str,
+                   documents: _Documents, primary: bool
+                   ) -> token_store.DomainTokens:
+  """The domain's token store: loaded, else built (process 0) or awaited."""
+  docs_fp = ident["docs_fingerprint"]
+  fp = token_store.store_fingerprint(docs_fp, tokenizer.fingerprint)
+  corrupt = None
+  try:
+    dt = token_store.load_domain(cache_dir, domain, fp, docs_fp)
+  except token_store.TokenCacheError as e:
+    dt, corrupt = None, e
+  if dt is None and not primary:
+    dt = token_store.wait_for_domain(cache_dir, domain, fp, docs_fp)
+  if dt is None:
+    if corrupt is not None:
+      log.warning("%s; rebuilding it from the raw data", corrupt)
+    try:
+      docs = documents(domain)
+    except DataError as unreadable:
+      if corrupt is None:
+        raise
+      raise token_store.TokenCacheError(
+          f"{corrupt}; the raw data to rebuild it is unreadable too "
+          f"({unreadable})") from None
+    if token_store.documents_fingerprint(docs) != docs_fp:
       raise DataError(
-          f"embedded corpus not found in {corpus_dir} (missing "
-          f"{', '.join(missing)}); build it first with `python -m "
-          f"autoscale_jax.data.corpus --out {corpus_dir}`")
-  return sources.load_documents(config, corpus_dir), corpus_dir
+          f"the documents of domain {domain!r} changed but their files kept "
+          f"their sizes and versions; delete {cache_dir}/manifests to "
+          "re-read them")
+    dt = token_store.build_domain(domain, docs, tokenizer, cache_dir, docs_fp)
+  if dt.num_docs != ident["num_docs"]:
+    raise token_store.TokenCacheError(
+        f"token cache of domain {domain!r} holds {dt.num_docs} documents, its "
+        f"corpus manifest {ident['num_docs']}; delete {cache_dir} to rebuild")
+  return dt
 
 
 def prepare_data(config, workdir: str) -> DataBundle:
   """Reads, splits, tokenizes (cached) and wraps the study's data.
 
+  The corpus is named by its files' manifest (sizes and versions, no read);
+  the raw text is read only to build what the cache lacks, by process 0
+  (the other processes wait for its completion markers and read the cache).
+
   Args:
     config: the study config (``data.*``, ``train.seq_len``,
       ``train.global_batch_size``, ``model.kind``).
-    workdir: the study directory (default corpus and cache locations).
+    workdir: the study directory (default corpus and cache locations; a
+      local path or ``gs://...``).
 
   Returns:
     The :class:`DataBundle`.
@@ -522,41 +665,34 @@ def prepare_data(config, workdir: str) -> DataBundle:
   t0 = time.time()
   data = config.data
   domains = list(data.domains)
-  cache_dir = data.cache_dir or os.path.join(workdir, "cache")
-  os.makedirs(cache_dir, exist_ok=True)
+  cache_dir = data.cache_dir or fileio.join(workdir, "cache")
+  fileio.makedirs(cache_dir)
   if data.source == "seqio":
     return _prepare_seqio(config, cache_dir)
-  docs, corpus_dir = _documents(config, workdir)
+  primary = distributed.is_primary()
+  corpus_dir = _corpus_dir(config, workdir)
+  documents = _Documents(config, corpus_dir)
+  idents = {d: _corpus_identity(config, d, cache_dir, corpus_dir, documents,
+                                primary) for d in domains}
 
   # Held-out documents first: they depend on the text only, and the
   # SentencePiece model is trained on training documents only.
-  held = {}
-  for d in domains:
-    held[d] = token_store.heldout_doc_ids(
-        d, len(docs[d]), int(data.heldout_docs),
-        token_store.documents_fingerprint(docs[d]))
-  if data.tokenizer == "sentencepiece":
-    train_docs = {}
-    for d in domains:
-      skip = set(held[d].tolist())
-      train_docs[d] = [t for i, t in enumerate(docs[d]) if i not in skip]
-    tokenizer = tok_lib.build_tokenizer(
-        "sentencepiece", documents=train_docs, vocab_size=int(data.vocab_size),
-        cache_dir=os.path.join(cache_dir, "tokenizers"))
-  else:
-    tokenizer = tok_lib.build_tokenizer(data.tokenizer)
+  held = {d: token_store.heldout_doc_ids(
+      d, idents[d]["num_docs"], int(data.heldout_docs),
+      idents[d]["docs_fingerprint"]) for d in domains}
+  tokenizer = _tokenizer(config, cache_dir, idents, held, documents, primary)
 
-  store = token_store.build_token_store(docs, tokenizer, cache_dir)
   train_streams, heldout_streams, fps = {}, {}, {}
   for d in domains:
-    tr, ho, ids = token_store.split_train_heldout(store[d],
-                                                  int(data.heldout_docs))
+    dt = _domain_tokens(d, idents[d], tokenizer, cache_dir, documents,
+                        primary)
+    tr, ho, ids = token_store.split_train_heldout(dt, int(data.heldout_docs))
     assert np.array_equal(ids, held[d])
     train_streams[d], heldout_streams[d] = tr, ho
-    fps[d] = store[d].fingerprint
+    fps[d] = dt.fingerprint
   bundle = _bundle(config, tokenizer, fps, train_streams, heldout_streams,
-                   held, {d: len(docs[d]) for d in domains}, cache_dir,
-                   corpus_dir=corpus_dir)
+                   held, {d: idents[d]["num_docs"] for d in domains},
+                   cache_dir, corpus_dir=corpus_dir)
   log.info("data ready in %.1f s: %s", time.time() - t0,
            ", ".join(f"{d}={n}" for d, n in bundle.available_tokens.items()))
   return bundle

@@ -14,13 +14,16 @@ and the pipeline never know where the text came from.
   in ``config.data.tfds_text_feature``; datasets must already be prepared in
   the TFDS data dir (nothing is downloaded).
 
+Every path goes through :mod:`autoscale_jax.fileio` (local or ``gs://``
+alike); JSONL is streamed line by line. :func:`list_files` names a source's
+files without reading them (the corpus identity, see ``token_store``).
+
 A missing, empty or corrupt input raises :class:`DataError`, one line naming
 the file (and the line) and the fix.
 """
 
 from __future__ import annotations
 
-import glob
 import gzip
 import json
 import logging
@@ -28,6 +31,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from autoscale_jax import errors
+from autoscale_jax import fileio
 from autoscale_jax.tfenv import hide_accelerators_from_tf
 
 log = logging.getLogger(__name__)
@@ -39,12 +43,6 @@ class DataError(errors.UserError, ValueError):
   """A user error in the data (missing/empty/corrupt file, too few tokens)."""
 
 
-def _open_text(path: str):
-  if path.endswith(".gz"):
-    return gzip.open(path, "rt", encoding="utf-8")
-  return open(path, "r", encoding="utf-8")
-
-
 def read_jsonl(path: str, text_field: str = "text") -> list[str]:
   """Documents of one JSONL file (``.jsonl`` or ``.jsonl.gz``).
 
@@ -52,37 +50,38 @@ def read_jsonl(path: str, text_field: str = "text") -> list[str]:
   counted in a warning. Raises DataError on a missing or empty file, on a
   line that is not a JSON object, or on a record without a string text field.
   """
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise DataError(f"{path}: file not found; check config.data paths or "
                     "rebuild the corpus")
   docs: list[str] = []
   empty = 0
   lineno = 0
   try:
-    with _open_text(path) as f:
-      for lineno, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          rec = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path}:{lineno}: corrupt JSON ({e.msg} at column "
-                          f"{e.colno}); fix or remove that line") from None
-        if not isinstance(rec, dict):
-          raise DataError(f"{path}:{lineno}: expected a JSON object, got "
-                          f"{type(rec).__name__}; write one object per line")
-        if text_field not in rec:
-          raise DataError(
-              f"{path}:{lineno}: no field {text_field!r} (fields: "
-              f"{', '.join(sorted(rec)[:8])}); set config.data.text_field")
-        text = rec[text_field]
-        if not isinstance(text, str):
-          raise DataError(f"{path}:{lineno}: field {text_field!r} is "
-                          f"{type(text).__name__}, expected a string")
-        if text:
-          docs.append(text)
-        else:
-          empty += 1
+    for lineno, line in enumerate(fileio.open_lines(path), start=1):
+      if not line.strip():
+        continue
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{lineno}: corrupt JSON ({e.msg} at column "
+                        f"{e.colno}); fix or remove that line") from None
+      if not isinstance(rec, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got "
+                        f"{type(rec).__name__}; write one object per line")
+      if text_field not in rec:
+        raise DataError(
+            f"{path}:{lineno}: no field {text_field!r} (fields: "
+            f"{', '.join(sorted(rec)[:8])}); set config.data.text_field")
+      text = rec[text_field]
+      if not isinstance(text, str):
+        raise DataError(f"{path}:{lineno}: field {text_field!r} is "
+                        f"{type(text).__name__}, expected a string")
+      if text:
+        docs.append(text)
+      else:
+        empty += 1
+  except fileio.StorageError:
+    raise
   except (UnicodeDecodeError, EOFError, OSError, gzip.BadGzipFile) as e:
     raise DataError(f"{path}:{lineno + 1}: unreadable ({type(e).__name__}: "
                     f"{e}); the file is corrupt or not UTF-8") from None
@@ -97,11 +96,12 @@ def read_jsonl(path: str, text_field: str = "text") -> list[str]:
 
 def read_txt(path: str) -> list[str]:
   """One ``.txt`` file = one document."""
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise DataError(f"{path}: file not found")
   try:
-    with _open_text(path) as f:
-      text = f.read()
+    text = "".join(fileio.open_lines(path))
+  except fileio.StorageError:
+    raise
   except (UnicodeDecodeError, OSError, EOFError) as e:
     raise DataError(f"{path}:1: unreadable ({type(e).__name__}); the file is "
                     "corrupt or not UTF-8") from None
@@ -120,19 +120,28 @@ def read_file(path: str, text_field: str = "text") -> list[str]:
 
 
 def expand_paths(spec: str | Sequence[str]) -> list[str]:
-  """Files named by a glob, a directory or a list of those (sorted, unique)."""
+  """Files named by a glob, a directory or a list of those (sorted, unique).
+
+  Local paths and URIs (``gs://bucket/dir/*.jsonl``) alike; nothing is read.
+  """
   specs = [spec] if isinstance(spec, str) else list(spec)
   files: set[str] = set()
   for s in specs:
-    s = os.path.expanduser(str(s))
-    if os.path.isdir(s):
-      for root, _, names in os.walk(s):
-        files.update(os.path.join(root, n) for n in names
-                     if n.endswith(_FILE_SUFFIXES))
+    s = str(s) if fileio.is_remote(str(s)) else os.path.expanduser(str(s))
+    if fileio.isdir(s):
+      files.update(p for p in fileio.walk_files(s)
+                   if p.endswith(_FILE_SUFFIXES))
+    elif fileio.is_remote(s):
+      files.update(p for p in fileio.glob(s)
+                   if p.endswith(_FILE_SUFFIXES) or fileio.isfile(p))
     else:
-      files.update(p for p in glob.glob(s, recursive=True)
-                   if os.path.isfile(p))
+      files.update(p for p in fileio.glob(s) if os.path.isfile(p))
   return sorted(files)
+
+
+def corpus_file(corpus_dir: str, domain: str) -> str:
+  """``<corpus_dir>/<domain>.jsonl``."""
+  return fileio.join(corpus_dir, f"{domain}.jsonl")
 
 
 def read_corpus_dir(corpus_dir: str, domains: Sequence[str]
@@ -140,8 +149,8 @@ def read_corpus_dir(corpus_dir: str, domains: Sequence[str]
   """Documents per domain from ``<corpus_dir>/<domain>.jsonl``."""
   out = {}
   for d in domains:
-    path = os.path.join(corpus_dir, f"{d}.jsonl")
-    if not os.path.isfile(path):
+    path = corpus_file(corpus_dir, d)
+    if not fileio.isfile(path):
       raise DataError(f"{path}: missing domain file for {d!r}; rebuild with "
                       f"`python -m autoscale_jax.data.corpus --out "
                       f"{corpus_dir}` or remove {d!r} from config.data.domains")
@@ -154,18 +163,23 @@ def read_paths(paths: Mapping[str, Any], domains: Sequence[str],
   """Documents per domain from bring-your-own globs/directories."""
   out = {}
   for d in domains:
-    if d not in paths:
-      raise DataError(f"config.data.paths.{d} is missing; give a glob or a "
-                      "directory for every domain")
-    files = expand_paths(paths[d])
-    if not files:
-      raise DataError(f"config.data.paths.{d}={paths[d]!r} matches no .jsonl, "
-                      ".jsonl.gz or .txt file; fix the glob")
     docs: list[str] = []
-    for p in files:
+    for p in domain_paths(paths, d):
       docs.extend(read_file(p, text_field))
     out[d] = docs
   return out
+
+
+def domain_paths(paths: Mapping[str, Any], domain: str) -> list[str]:
+  """The files of ``config.data.paths[domain]`` (DataError if none)."""
+  if domain not in paths:
+    raise DataError(f"config.data.paths.{domain} is missing; give a glob or a "
+                    "directory for every domain")
+  files = expand_paths(paths[domain])
+  if not files:
+    raise DataError(f"config.data.paths.{domain}={paths[domain]!r} matches no "
+                    ".jsonl, .jsonl.gz or .txt file; fix the glob")
+  return files
 
 
 def parse_tfds_spec(spec: str) -> tuple[str, str | None, str]:
@@ -213,19 +227,45 @@ def read_tfds(spec: str, text_feature: str = "text",
   return docs
 
 
-def load_documents(config, corpus_dir: str | None = None
+def list_files(config, corpus_dir: str | None = None,
+               domains: Sequence[str] | None = None
+               ) -> dict[str, list[str]] | None:
+  """The files each domain's documents come from, or None (TFDS, seqio).
+
+  Lists and stats only; raises DataError when a domain has no file.
+  """
+  data = config.data
+  domains = list(data.domains if domains is None else domains)
+  if data.source in ("embedded", "fixture"):
+    if not corpus_dir:
+      raise DataError("corpus_dir is required for the embedded/fixture source")
+    out = {}
+    for d in domains:
+      path = corpus_file(corpus_dir, d)
+      if not fileio.isfile(path):
+        raise DataError(f"{path}: missing domain file for {d!r}")
+      out[d] = [path]
+    return out
+  if data.source == "jsonl":
+    return {d: domain_paths(dict(data.paths), d) for d in domains}
+  return None
+
+
+def load_documents(config, corpus_dir: str | None = None,
+                   domains: Sequence[str] | None = None
                    ) -> dict[str, list[str]]:
   """Documents per domain for ``config.data`` (one code path for all sources).
 
   Args:
     config: the study config (uses ``config.data.*``).
     corpus_dir: the corpus directory for ``embedded``/``fixture`` sources.
+    domains: the domains to read (default ``config.data.domains``).
 
   Returns:
-    ``{domain: [text, ...]}`` in ``config.data.domains`` order.
+    ``{domain: [text, ...]}`` in ``domains`` order.
   """
   data = config.data
-  domains = list(data.domains)
+  domains = list(data.domains if domains is None else domains)
   if data.source in ("embedded", "fixture"):
     if not corpus_dir:
       raise DataError("corpus_dir is required for the embedded/fixture source")
@@ -238,4 +278,3 @@ def load_documents(config, corpus_dir: str | None = None
             for d in domains}
   raise DataError(f"config.data.source={data.source!r} is unknown; use "
                   "embedded, jsonl, tfds or fixture")
-

@@ -26,12 +26,12 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from autoscale_jax import fileio
 from autoscale_jax.data.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ class SentencePieceTokenizer(Tokenizer):
     if model_proto is not None:
       proto = model_proto
     else:
-      with open(model_path, "rb") as f:
-        proto = f.read()
+      proto = fileio.read_bytes(model_path)
     self._sp = spm.SentencePieceProcessor(model_proto=proto)
     self.vocab_size = int(self._sp.get_piece_size())
     self.pad_id = int(self._sp.pad_id())
@@ -257,9 +256,8 @@ def train_sentencepiece(documents: Mapping[str, Sequence[str]],
     h.update(line.encode())
     h.update(b"\n")
   key = h.hexdigest()[:20]
-  os.makedirs(cache_dir, exist_ok=True)
-  path = os.path.join(cache_dir, f"sp_bpe{vocab_size}_{key}.model")
-  if os.path.exists(path):
+  path = fileio.join(cache_dir, f"sp_bpe{vocab_size}_{key}.model")
+  if fileio.exists(path):
     return path
   if not lines:
     raise DataError("no training text to train the SentencePiece model on; "
@@ -273,10 +271,7 @@ def train_sentencepiece(documents: Mapping[str, Sequence[str]],
   except RuntimeError as e:
     raise DataError(f"SentencePiece training failed ({e}); lower "
                     "config.data.vocab_size or add text") from None
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-  with os.fdopen(fd, "wb") as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
+  fileio.atomic_write_bytes(path, buf.getvalue())
   log.info("trained SentencePiece BPE %d on %d lines in %.1f s -> %s",
            vocab_size, len(lines), time.time() - t0, path)
   return path
