@@ -1,6 +1,7 @@
 """Experiment store: one JSON record per finished run, written atomically.
 
-Layout under ``root`` (a local path or ``gs://...`` through ``etils.epath``)::
+Layout under ``root`` (a local path or ``gs://...``; every call goes through
+``autoscale_jax.fileio``, so transient storage errors are retried)::
 
     <run name>__<fingerprint[:16]>.json
 
@@ -37,6 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from etils import epath
 
+from autoscale_jax import fileio
 from autoscale_jax.errors import UserError
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 from autoscale_jax.records import CHECKSUM_KEY
@@ -115,7 +117,7 @@ class ExperimentStore:
   def _read(self, path: epath.Path) -> dict:
     """Parses and verifies one record file; raises StoreError naming it."""
     try:
-      rec = json.loads(path.read_text())
+      rec = json.loads(fileio.read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise StoreError(f"{path}: not a valid JSON record ({_one_line(e)}); "
                        "delete it to re-run that run") from None
@@ -152,17 +154,15 @@ class ExperimentStore:
   def get(self, name: str, fp: str) -> dict | None:
     """The record of run ``name`` with fingerprint ``fp``, or None."""
     path = self._path(name, fp)
-    if not path.exists():
+    if not fileio.exists(path):
       return None
     rec = self._read(path)
     return rec if rec["fingerprint"] == fp and rec["name"] == name else None
 
   def records(self) -> list[dict]:
     """Every record in the store, sorted by (name, fingerprint)."""
-    if not self.root.exists():
-      return []
-    out = [self._read(p) for p in self.root.glob("*.json")
-           if not p.name.startswith(".")]
+    out = [self._read(self.root / n) for n in fileio.listdir(self.root)
+           if n.endswith(".json") and not n.startswith(".")]
     return sorted(out, key=lambda r: (r["name"], r["fingerprint"]))
 
   def status(self, planned: Iterable[tuple[str, str]]) -> dict[str, list]:

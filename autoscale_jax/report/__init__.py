@@ -38,7 +38,7 @@ def build_report(config: ml_collections.ConfigDict,
   """Reads the study in ``layout``, draws its figures into report/ and
   returns the markdown (nothing else written)."""
   files = data_lib.load(config, layout)
-  layout.report_dir.mkdir(parents=True, exist_ok=True)
+  fileio.makedirs(layout.report_dir)
   figs = figures_lib.draw_all(files, layout.report_dir)
   return Report(sections.build(files, figs), figs, files)
 

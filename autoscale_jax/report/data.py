@@ -19,6 +19,7 @@ from typing import Any
 import ml_collections
 
 from autoscale_jax import errors
+from autoscale_jax import fileio
 from autoscale_jax import records
 from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.mixing import verdict as verdict_lib
@@ -83,7 +84,7 @@ class StudyFiles:
 
 
 def _json(path) -> Any:
-  return json.loads(path.read_text()) if path.exists() else None
+  return json.loads(fileio.read_text(path)) if fileio.exists(path) else None
 
 
 def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -196,20 +197,20 @@ def load(config: ml_collections.ConfigDict, layout: layout_lib.Layout
   ddo, runs = [], {}
   for k in range(len(config.ddo.budgets)):
     path = layout.budget_mixture(k)
-    if path.exists():
-      ddo.append((k, records.Mixture.from_json(json.loads(path.read_text()),
+    if fileio.exists(path):
+      ddo.append((k, records.Mixture.from_json(fileio.read_json(path),
                                                str(path))))
     runs_json = _json(layout.budget_runs(k))
     if runs_json is not None:
       runs[k] = runs_json
   projected = None
-  if layout.projected_mixture.exists():
+  if fileio.exists(layout.projected_mixture):
     projected = records.Mixture.from_json(
-        json.loads(layout.projected_mixture.read_text()),
+        fileio.read_json(layout.projected_mixture),
         str(layout.projected_mixture))
   comparison = _json(layout.comparison_json)
   store_records = []
-  if layout.store.exists():
+  if fileio.exists(layout.store):
     store_records = [records.RunRecord.from_json(r, "store record") for r in
                      store_lib.ExperimentStore(layout.store).records()]
   final_runs = _final_runs(store_records, comparison, config)

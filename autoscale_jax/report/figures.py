@@ -10,11 +10,13 @@ to draw for it yet.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from autoscale_jax import fileio
 from autoscale_jax.report import data as data_lib
 
 _DPI = 90
@@ -49,7 +51,9 @@ def _save(fig, out, key: str, file: str, caption: str, axes=()) -> Figure:
       if label not in labels:
         labels.append(label)
   fig.tight_layout()
-  fig.savefig(str(out / file), dpi=_DPI)
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=_DPI)
+  fileio.atomic_write_bytes(out / file, buf.getvalue())
   _pyplot().close(fig)
   return Figure(key, file, caption, tuple(labels))
 
