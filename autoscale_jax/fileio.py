@@ -206,17 +206,56 @@ def glob(pattern: PathLike) -> list[str]:
     return [pattern] if exists(pattern) else []
   base = Path(f"{scheme}://" + "/".join(parts[:first]))
   rel = "/".join(parts[first:])
-  return retrying("list", base,
-                  lambda: sorted(os.fspath(p) for p in base.glob(rel)))
+  if "**" not in rel:
+    return retrying("list", base,
+                    lambda: sorted(os.fspath(p) for p in base.glob(rel)))
+  # epath refuses a remote "**"; one listing below the base, then a match.
+  if not isdir(base):
+    return []
+  matcher = _glob_regex(rel)
+  prefix = os.fspath(base).rstrip("/") + "/"
+  return [f for f in walk_files(base) if matcher.fullmatch(f[len(prefix):])]
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+  """A glob (``**`` any directories, ``*``/``?`` within one) as a regex."""
+  out, i = [], 0
+  while i < len(pattern):
+    if pattern.startswith("**/", i):
+      out.append("(?:.*/)?")
+      i += 3
+    elif pattern.startswith("**", i):
+      out.append(".*")
+      i += 2
+    elif pattern[i] == "*":
+      out.append("[^/]*")
+      i += 1
+    elif pattern[i] == "?":
+      out.append("[^/]")
+      i += 1
+    elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+      end = pattern.index("]", i + 2)
+      body = pattern[i + 1:end]
+      out.append("[^" + re.escape(body[1:]) + "]" if body.startswith("!")
+                 else "[" + re.escape(body) + "]")
+      i = end + 1
+    else:
+      out.append(re.escape(pattern[i]))
+      i += 1
+  return re.compile("".join(out))
 
 
 def walk_files(path: PathLike) -> list[str]:
   """Every file below directory ``path`` (recursively), sorted."""
   p = Path(path)
+  scheme = os.fspath(p).split("://", 1)[0] + "://" if is_remote(p) else ""
 
   def files():
     out = []
     for root, _, names in p.walk():
+      root = os.fspath(root)
+      if scheme and not is_remote(root):  # fsspec drops the protocol
+        root = scheme + root
       out.extend(os.fspath(Path(root) / n) for n in names)
     return sorted(out)
   return retrying("list", p, files)

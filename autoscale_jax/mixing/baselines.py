@@ -26,6 +26,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from autoscale_jax import errors
+from autoscale_jax import fileio
 
 
 class BaselineError(errors.UserError, ValueError):
@@ -166,8 +167,7 @@ def _weights_from_obj(obj: Any, domains: Sequence[str],
 
 def _read_json(path: str) -> Any:
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(fileio.read_text(path))
   except OSError as e:
     raise BaselineError(f"{path}: cannot read ({e.strerror})") from None
   except json.JSONDecodeError as e:
@@ -238,7 +238,7 @@ def resolve_mixture(name_or_path: str, domains: Sequence[str],
     source = SOURCES["ddo_small"] + f" from {where}"
     if isinstance(obj, Mapping) and "budget_tokens" in obj:
       source += f" (found at {float(obj['budget_tokens']):.6g} tokens)"
-  elif os.path.isfile(str(name_or_path)):
+  elif fileio.isfile(str(name_or_path)):
     path = str(name_or_path)
     weights = _weights_from_obj(_read_json(path), domains, path)
     name = os.path.splitext(os.path.basename(path))[0]

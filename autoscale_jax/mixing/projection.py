@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoscale_jax import errors
+from autoscale_jax import fileio
 from autoscale_jax import records
 from autoscale_jax.fileio import atomic_write_text
 from autoscale_jax.mixing import x64
@@ -299,8 +300,7 @@ def load_optima(paths: Sequence[str]) -> list[dict[str, Any]]:
   optima = []
   for path in paths:
     try:
-      with open(path, encoding="utf-8") as f:
-        opt = json.load(f)
+      opt = json.loads(fileio.read_text(path))
     except OSError as e:
       raise ProjectionError(f"{path}: cannot read ({e.strerror})") from None
     except json.JSONDecodeError as e:
