@@ -230,9 +230,9 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def _block_hashes(data: bytes) -> list[str]:
-  return [hashlib.sha256(data[s:s + BLOCK_BYTES]).hexdigest()[:16]
-          for s in range(0, max(len(data), 1), BLOCK_BYTES)]
+def _block_hashes(data: bytes, block_bytes: int) -> list[str]:
+  return [hashlib.sha256(data[s:s + block_bytes]).hexdigest()[:16]
+          for s in range(0, max(len(data), 1), block_bytes)]
 
 
 def local_cache_dir() -> str:
@@ -252,12 +252,12 @@ def _local_file(path: str, info: Mapping[str, Any]) -> str:
 
 
 def _check_blocks(path: str, local: str, info: Mapping[str, Any],
-                  blocks: Sequence[int]) -> None:
+                  block_bytes: int, blocks: Sequence[int]) -> None:
   """Raises TokenCacheError if a block of ``local`` differs from the meta."""
   with open(local, "rb") as f:
     for b in blocks:
-      f.seek(b * BLOCK_BYTES)
-      got = hashlib.sha256(f.read(BLOCK_BYTES)).hexdigest()[:16]
+      f.seek(b * block_bytes)
+      got = hashlib.sha256(f.read(block_bytes)).hexdigest()[:16]
       if got != info["blocks"][b]:
         raise TokenCacheError(
             f"token cache file {path} is corrupt (block {b} of "
@@ -308,10 +308,17 @@ def load_domain(cache_dir: str, domain: str, fp: str, docs_fp: str, *,
           f"token cache file {path} has {size} bytes, its meta says "
           f"{info['size']} (truncated or overwritten); delete it to rebuild "
           "the cache")
-    local = _local_file(path, info)
     n = len(info["blocks"])
-    _check_blocks(path, local, info, range(n) if full_check
-                  else _sampled_blocks(n))
+    blocks = range(n) if full_check else _sampled_blocks(n)
+    local = _local_file(path, info)
+    try:
+      _check_blocks(path, local, info, int(meta["block_bytes"]), blocks)
+    except TokenCacheError:
+      if local == path:
+        raise
+      os.remove(local)  # a bad local copy: copy the remote file again
+      local = _local_file(path, info)
+      _check_blocks(path, local, info, int(meta["block_bytes"]), blocks)
     arrays[name] = np.load(local, mmap_mode="r")
   tokens, offsets = arrays["tokens"], np.asarray(arrays["offsets"])
   if len(tokens) != meta["num_tokens"] or len(offsets) != meta["num_docs"] + 1:
@@ -346,7 +353,7 @@ def build_domain(domain: str, docs: Sequence[str], tokenizer: Tokenizer,
     fileio.atomic_write_bytes(_file(stem, name), data)
     files[name] = {"size": len(data),
                    "sha256": hashlib.sha256(data).hexdigest(),
-                   "blocks": _block_hashes(data)}
+                   "blocks": _block_hashes(data, BLOCK_BYTES)}
   fileio.atomic_write_json(stem + ".json", {
       "format": FORMAT, "domain": domain, "fingerprint": fp,
       "docs_fingerprint": docs_fp, "tokenizer": tokenizer.fingerprint,
