@@ -515,11 +515,12 @@ class _Documents:
   def __call__(self, domain: str) -> list[str]:
     if domain not in self._docs:
       data = self.config.data
-      if data.source == "embedded" and not fileio.exists(
-          sources.corpus_file(self.corpus_dir, domain)):
+      missing = [d for d in data.domains if data.source == "embedded" and
+                 not fileio.exists(sources.corpus_file(self.corpus_dir, d))]
+      if domain in missing:
         raise DataError(
             f"embedded corpus not found in {self.corpus_dir} (missing "
-            f"{domain}); build it first with `python -m "
+            f"{', '.join(missing)}); build it first with `python -m "
             f"autoscale_jax.data.corpus --out {self.corpus_dir}`")
       self._docs.update(sources.load_documents(self.config, self.corpus_dir,
                                                [domain]))
