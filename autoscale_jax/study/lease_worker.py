@@ -14,8 +14,10 @@ A worker whose lease is taken over mid-run (it stalled past the lease's
 duration) stops that run: the heartbeat raises :class:`leases.LeaseLost` in
 the training thread. On a multi-process slice (one JAX program over several
 hosts) process 0 holds the leases and broadcasts each choice; there a lost
-lease only withholds the record (stopping one process would leave the others
-waiting in a collective), and the run is stopped at its end.
+lease cannot stop one process alone (the others would wait in a collective)
+nor let the slice go on writing the run's checkpoints beside the new holder,
+so process 0 exits (status 75) and the slice's other processes fail at
+their next collective: restart the slice to rejoin.
 
 Runs are trained one at a time here (no swarm): a worker claims one run per
 lease, so the runs spread over the workers.
@@ -24,9 +26,10 @@ lease, so the runs spread over the workers.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -132,6 +135,16 @@ def train_all(study: core.Study, jobs: list[Job]) -> None:
       claims.done[i] = True
 
 
+def _exit_slice(job: Job) -> Callable[[], None]:
+  """on_lost of a multi-process slice: process 0 exits (module doc)."""
+  def stop() -> None:
+    console.say(f"{job.label}: lease on {job.name} lost (another worker took "
+                "the run over after this slice stalled past the lease); "
+                "process 0 exits so the slice stops (exit status 75)")
+    os._exit(75)  # pylint: disable=protected-access
+  return stop
+
+
 def _train_one(study: core.Study, job: Job, lease: Optional[leases.Lease],
                heartbeat_s: float, multi: bool) -> bool:
   """Trains (or reuses) one run; False if its lease was lost mid-run."""
@@ -148,7 +161,8 @@ def _train_one(study: core.Study, job: Job, lease: Optional[leases.Lease],
     study.train_or_load(job.name, job.tokens, job.seed, label=job.label,
                         **job.kwargs)
     return True
-  on_lost = None if multi else leases.raise_in(threading.current_thread())
+  on_lost = (_exit_slice(job) if multi else
+             leases.raise_in(threading.current_thread()))
   try:
     if lease is None:  # another process of this slice holds the lease
       study.train_or_load(job.name, job.tokens, job.seed, label=job.label,
