@@ -36,6 +36,9 @@ EXTRAS_REQUIRE = {
     "tpu": ["jax[tpu]>=0.7"],
     "gpu": ["jax[cuda12]>=0.7"],
     "bench": ["scipy>=1.11", "torch>=2.4", "transformers>=4.40"],
+    # launch/ray_fanout.py (lease workers on a Ray cluster); about 250 MB, so
+    # not in "test": tests/test_ray_fanout.py skips its Ray test without it.
+    "ray": ["ray>=2.9"],
 }
 
 setup(

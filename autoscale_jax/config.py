@@ -163,6 +163,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.run.keep_checkpoints = 2  # checkpoints kept on disk per run
   c.run.eval_batch_size = 16  # held-out sequences per evaluation call
   c.run.remat = False  # recompute activations in backward (less memory)
+  # Lease fan-out (--worker=NAME, experiments/leases.py): a worker's claim on
+  # a run lasts this many seconds past its last heartbeat; a preempted
+  # worker's run is taken over by another worker after this long.
+  c.run.lease_seconds = 120.0
+  c.run.heartbeat_seconds = 20.0  # renew every this many s (<= lease / 2)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest
@@ -427,6 +432,12 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
       _fail("run.eval_batch_size", c.run.eval_batch_size,
             f"must be divisible by the data-parallel size {data_par}")
   _choice(c, "run.swarm", SWARM_MODES)
+  _positive_number(c, "run.lease_seconds")
+  _positive_number(c, "run.heartbeat_seconds")
+  if c.run.heartbeat_seconds > c.run.lease_seconds / 2:
+    _fail("run.heartbeat_seconds", c.run.heartbeat_seconds,
+          f"must be at most half of run.lease_seconds={c.run.lease_seconds!r}"
+          ", so a live worker renews its lease in time")
 
   # ddo
   budgets = list(c.ddo.budgets)

@@ -17,9 +17,11 @@ Signals, first match wins (``env`` is ``os.environ`` unless given):
   ``MEGASCALE_COORDINATOR_ADDRESS`` / ``MEGASCALE_NUM_SLICES > 1`` (multislice),
   or ``CLOUD_TPU_TASK_ID``.
 
-Proxy fan-out is separate: :func:`worker_share` splits the 2m+1 DDO runs over
-W independent workers (slices or hosts) without any communication between
-them; they only share the run store.
+Proxy fan-out is separate, over independent workers (slices or hosts) that
+share only the workdir: either the lease fan-out (``--worker=NAME``,
+``study/lease_worker.py``: any number of workers claim runs with leases and
+take over a dead worker's run), or the static share :func:`worker_share`
+(round-robin over the sorted run names, ``--worker_index/--num_workers``).
 """
 
 from __future__ import annotations
@@ -230,3 +232,16 @@ def agree(flag: bool) -> bool:
     return bool(flag)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
+def broadcast_int(value: int) -> int:
+  """Process 0's ``value`` on every process (e.g. which run to train next).
+
+  For decisions only process 0 can make (it alone holds the lease fan-out's
+  leases) that every process must follow, since all of them train together.
+  """
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(multihost_utils.broadcast_one_to_all(
+      np.asarray(value, dtype=np.int32)))

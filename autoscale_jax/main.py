@@ -64,6 +64,11 @@ _WORKER_INDEX = flags.DEFINE_integer(
     "worker_index", None, "ddo: this worker's index for proxy fan-out.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "ddo: number of workers sharing one store.")
+_WORKER = flags.DEFINE_string(
+    "worker", None,
+    "ddo: lease fan-out: this worker's name (auto = host-pid); any number of "
+    "workers claim runs from the shared workdir with leases "
+    "(config.run.lease_seconds) and take over a dead worker's runs.")
 
 
 class UsageError(errors.UserError, ValueError):
@@ -98,8 +103,13 @@ def _run(argv: list[str]) -> None:
       allow_repeat=_ALLOW_REPEAT.value,
       worker_index=_WORKER_INDEX.value,
       num_workers=_NUM_WORKERS.value,
+      worker=_WORKER.value,
   )
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
+  if options.worker is not None and stage != "ddo":
+    raise UsageError(
+        f"--worker applies to --stage=ddo only (got --stage={stage}); run the "
+        "later stages once, on one machine, after the workers finish")
   if files.handles(stage, options):
     files.run(stage, options, _CONFIG.value)
     return

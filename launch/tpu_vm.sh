@@ -33,9 +33,16 @@ Flags (environment variable in brackets; flags win)
   --spot | --reserved      provisioning model [SPOT=1 | RESERVED=1]
   --slices N               N independent TPUs NAME-0..NAME-(N-1) for proxy
                            fan-out; run passes --num_workers=N
-                           --worker_index=k to slice k [SLICES] (1)
+                           --worker_index=k to slice k, or with --leases
+                           --worker=NAME-k [SLICES] (1)
   --num-workers N          pass --num_workers=N to main [NUM_WORKERS]
   --worker-index K         pass --worker_index=K to main [WORKER_INDEX]
+  --leases                 run: lease fan-out instead of the static share:
+                           each slice is one lease worker, --worker=TPU id
+                           (its hosts train together); slices can die and
+                           be re-created at any time. Needs --stage ddo and
+                           a WORKDIR on a POSIX filesystem every worker
+                           mounts (Filestore/NFS), not gs:// [LEASES=1]
   --stage S                [STAGE] (ddo)
   --config PATH            config file, relative to the repo [CONFIG]
   --workdir DIR            study dir, normally gs://BUCKET/... [WORKDIR]
@@ -86,6 +93,7 @@ RUNTIME_VERSION="${RUNTIME_VERSION:-}"
 SPOT="${SPOT:-0}"
 RESERVED="${RESERVED:-0}"
 SLICES="${SLICES:-1}"
+LEASES="${LEASES:-0}"
 NUM_WORKERS="${NUM_WORKERS:-}"
 WORKER_INDEX="${WORKER_INDEX:-}"
 STAGE="${STAGE:-ddo}"
@@ -118,6 +126,7 @@ while [[ $# -gt 0 ]]; do
     --dry-run) DRY_RUN=1; continue ;;
     --spot) SPOT=1; continue ;;
     --reserved) RESERVED=1; continue ;;
+    --leases) LEASES=1; continue ;;
     --no-follow) FOLLOW=0; continue ;;
     -h|--help) SUBCOMMAND="help"; continue ;;
     --*=*) flag="${arg%%=*}"; value="${arg#*=}" ;;
@@ -199,6 +208,14 @@ if [[ "${SUBCOMMAND}" == run ]]; then
       || die "--num-workers must be an integer >= 1, got '${NUM_WORKERS}'"
     is_uint "${WORKER_INDEX}" && [[ "${WORKER_INDEX}" -lt "${NUM_WORKERS}" ]] \
       || die "--worker-index must be an integer in [0, ${NUM_WORKERS}), got '${WORKER_INDEX}'"
+  fi
+  if is_on "${LEASES}"; then
+    [[ -z "${NUM_WORKERS}${WORKER_INDEX}" ]] \
+      || die "--leases and --num-workers/--worker-index exclude each other (lease workers need no share)"
+    [[ "${STAGE}" == ddo ]] \
+      || die "--leases applies to --stage ddo only (got '${STAGE}'); run later stages once, without --leases"
+    [[ "${WORKDIR}" != *://* ]] \
+      || die "--leases needs WORKDIR on a POSIX filesystem every worker mounts (e.g. Filestore at /mnt/study), not '${WORKDIR}'"
   fi
 fi
 if [[ "${SUBCOMMAND}" == tail && "${SLICE}" -ge "${SLICES}" ]]; then
@@ -339,7 +356,9 @@ main_command() {
   local k="$1" line a
   line="AUTOSCALE_DISTRIBUTED=1 $(venv_python) -m autoscale_jax.main"
   line="${line} $(q "--stage=${STAGE}") $(q "--config=${CONFIG}") $(q "--workdir=${WORKDIR}")"
-  if [[ "${SLICES}" -gt 1 ]]; then
+  if is_on "${LEASES}"; then
+    line="${line} $(q "--worker=$(node_name "${k}")")"
+  elif [[ "${SLICES}" -gt 1 ]]; then
     line="${line} --num_workers=${SLICES} --worker_index=${k}"
   elif [[ -n "${NUM_WORKERS}" ]]; then
     line="${line} --num_workers=${NUM_WORKERS} --worker_index=${WORKER_INDEX}"

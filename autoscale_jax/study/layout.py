@@ -3,6 +3,7 @@
   corpus/                     embedded corpus (built by ``data.corpus``)
   cache/                      tokenizer and per-domain token store
   store/                      one JSON record per finished run
+  leases/<name>/              the lease fan-out's claims on runs (--worker)
   runs/<name>-<fp[:10]>/      one training directory per run (checkpoints,
                               TensorBoard, result.json)
   ddo/budget_<k>/             runs.json (RUNS.json format) and mixture.json
@@ -43,6 +44,11 @@ class Layout:
   @property
   def store(self) -> epath.Path:
     return self.root / "store"
+
+  @property
+  def leases(self) -> epath.Path:
+    """The lease fan-out's run leases (``experiments/leases.py``)."""
+    return self.root / "leases"
 
   def run_dir(self, name: str, fingerprint: str) -> epath.Path:
     """A run's training directory: ``runs/<name>-<fingerprint[:10]>``."""

@@ -23,6 +23,7 @@ class Options:
   allow_repeat: bool = False
   worker_index: int | None = None
   num_workers: int | None = None
+  worker: str | None = None  # lease fan-out worker name (study/lease_worker)
 
 
 def require(value: Any, flag: str, what: str) -> None:
