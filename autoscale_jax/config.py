@@ -52,7 +52,7 @@ from autoscale_jax import errors
 from autoscale_jax import names
 
 # Stage names for --stage; "train" is an alias of "final" (its old name).
-STAGES = ("ddo", "fit", "project", "final", "train", "report", "all")
+STAGES = ("plan", "ddo", "fit", "project", "final", "train", "report", "all")
 STAGE_ALIASES = {"train": "final"}
 MODEL_KINDS = ("gpt2", "bert")
 TOKENIZERS = ("byte", "sentencepiece", "gpt2")

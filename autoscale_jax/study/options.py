@@ -23,6 +23,8 @@ class Options:
   allow_repeat: bool = False
   worker_index: int | None = None
   num_workers: int | None = None
+  available_tokens: str | None = None
+  allow_interpolation: bool = False
 
 
 def require(value: Any, flag: str, what: str) -> None:
