@@ -116,6 +116,12 @@ def _run(argv: list[str]) -> None:
       allow_interpolation=_ALLOW_INTERPOLATION.value,
   )
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
+  if options.available_tokens and stage not in ("plan", "fit", "project"):
+    raise UsageError("--available_tokens is for --stage=plan, fit or project")
+  if options.allow_interpolation and not (
+      stage == "project" and files.handles(stage, options)):
+    raise UsageError("--allow_interpolation is for --stage=project from "
+                     "files (--optima, or a workdir fitted with --results)")
   if files.handles(stage, options):
     files.run(stage, options, _CONFIG.value)
     return

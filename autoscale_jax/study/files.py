@@ -128,9 +128,12 @@ def _available(options: options_lib.Options,
 # ----------------------------------------------------------------------- fit
 
 
-def _budget_index(budget: float, budgets: Sequence[float]) -> int | None:
+def _budget_index(budget: float, budgets: Sequence[float],
+                  slack: float = 0.0) -> int | None:
+  """The index of ``budget`` in ``budgets`` (within ``slack`` tokens)."""
   for k, b in enumerate(budgets):
-    if abs(float(b) - budget) <= _SAME_BUDGET * max(abs(b), abs(budget)):
+    if abs(float(b) - budget) <= max(
+        slack, _SAME_BUDGET * max(abs(b), abs(budget))):
       return k
   return None
 
@@ -195,8 +198,10 @@ def _budgets_by_index(path: str, groups: Mapping[float | None, Any],
   if config is None or not budgets:
     if None in groups and config is not None:
       fitted = ddo_lib.load_runs(groups[None])
-      total = sum(fitted.base_tokens(sorted(fitted.bases)[0]).values())
-      k = _budget_index(total, list(config.ddo.budgets))
+      base = fitted.base_tokens(sorted(fitted.bases)[0])
+      # The plan rounds each domain's base quota to whole tokens.
+      k = _budget_index(sum(base.values()), list(config.ddo.budgets),
+                        slack=0.5 * len(base))
       return {k or 0: (None, groups[None])}
     return {k: (b, groups[b]) for k, b in enumerate(sorted(
         groups, key=lambda b: -1 if b is None else b))}
@@ -274,7 +279,8 @@ def fit_from_results(options: options_lib.Options,
                   str(epath.Path(options.workdir) / "export"),
                   _corpus_dir(config), available)
   _write_report(config, layout, _domains(fitted.values()),
-                {k: m.budget_tokens for k, m in fitted.items()}, None)
+                {k: b if b is not None else fitted[k].budget_tokens
+                 for k, (b, _) in by_k.items()}, None)
   return fitted
 
 
@@ -421,7 +427,8 @@ def report_config(config: ml_collections.ConfigDict | None,
     base.final.mixtures = ("projected",)
   cfg_budgets = [float(b) for b in base.ddo.budgets]
   same = config is not None and all(
-      k < len(cfg_budgets) and _budget_index(b, cfg_budgets) == k
+      k < len(cfg_budgets)
+      and _budget_index(b, cfg_budgets, slack=0.5 * len(domains)) == k
       for k, b in budgets.items())
   if budgets and not same:
     listed = [0.0] * (max(budgets) + 1)

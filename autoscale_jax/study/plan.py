@@ -17,15 +17,16 @@ names and seeds its runs with. ``<workdir>/plan/`` gets::
 
 Filled in, ``runs.csv`` (or ``runs.json``) goes back to ``--stage=fit
 --results=FILE``, which checks it against this plan. The available tokens
-come from ``--available_tokens=FILE.json`` (no raw data needed) or from the
-study's token store.
+come from ``--available_tokens=FILE.json`` (no raw data needed; the
+file-only path, :mod:`.files`) or from the study's token store
+(:mod:`.plan_stage`, which needs the data pipeline).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Sequence, TYPE_CHECKING
+from typing import Any, Mapping, Sequence
 
 from etils import epath
 import ml_collections
@@ -38,9 +39,6 @@ from autoscale_jax.mixing import ddo as ddo_lib
 from autoscale_jax.study import console
 from autoscale_jax.study import exports
 from autoscale_jax.study import options as options_lib
-
-if TYPE_CHECKING:
-  from autoscale_jax.study import core  # pylint: disable=g-bad-import-order
 
 README_FILE = "README.md"
 CSV_FILE = "runs.csv"
@@ -265,13 +263,3 @@ def plan_from_files(options: options_lib.Options,
                     allow_repeat=options.allow_repeat,
                     source=f"from {options.available_tokens}")
 
-
-def run_plan(study: core.Study) -> bool:
-  """``--stage=plan`` with the data: the unique tokens of the token store."""
-  bundle = study.bundle
-  write_plan(study.config, study.layout.plan_dir,
-             dict(bundle.available_tokens),
-             allow_repeat=study.options.allow_repeat,
-             corpus_dir=bundle.corpus_dir, source="from the study's token "
-             "store")
-  return True
