@@ -149,6 +149,24 @@ def test_fit_rejects_runs_that_are_not_the_plan(study, tmp_path, capsys):
              f"--results={bad}") == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "lacks 1 of 14 planned runs" in err[0], err
+  bad.write_text(text.replace(",8192,", ",8000,"))
+  assert cli("--stage=fit", *CONFIG, f"--workdir={tmp_path}/out",
+             f"--results={bad}") == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "budget 8000 is not one of" in err[0], err
+  assert not (tmp_path / "out").exists()  # nothing written on a bad file
+
+
+def test_file_only_flags_elsewhere_are_usage_errors(tmp_path, capsys):
+  assert cli("--stage=ddo", MICRO, f"--workdir={tmp_path}",
+             f"--available_tokens={tmp_path}/a.json") == 2
+  assert cli("--stage=fit", MICRO, f"--workdir={tmp_path}",
+             "--allow_interpolation") == 2
+  err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+  assert err == [
+      "error: --available_tokens is for --stage=plan, fit or project",
+      "error: --allow_interpolation is for --stage=project from files "
+      "(--optima, or a workdir fitted with --results)"], err
 
 
 def test_allow_interpolation_flag(study, tmp_path, capsys):
