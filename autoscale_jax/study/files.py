@@ -403,8 +403,7 @@ def project_from_files(options: options_lib.Options,
                         f"(estimator {name})", mixture)
   console.say(f"written: {layout.projected_mixture}, exports "
               f"{layout.export_dir}")
-  budgets = ({} if options.optima else
-             {k: float(o["budget_tokens"]) for k, o in zip(paths, optima)})
+  budgets = {k: float(o["budget_tokens"]) for k, o in zip(paths, optima)}
   _write_report(config, layout, domains, budgets, float(target))
   return mixture
 
@@ -444,9 +443,9 @@ def _write_report(config: ml_collections.ConfigDict | None,
                   layout: layout_lib.Layout, domains: Sequence[str],
                   budgets: Mapping[int, float], target: float | None) -> None:
   """Writes report/ from what the workdir holds (no final runs needed)."""
-  if not budgets:  # show the optima an earlier fit wrote, if any
-    budgets = {k: float(json.loads(epath.Path(p).read_text())["budget_tokens"])
-               for k, p in _workdir_budgets(layout).items()}
+  held = {k: float(json.loads(epath.Path(p).read_text())["budget_tokens"])
+          for k, p in _workdir_budgets(layout).items() if k not in budgets}
+  budgets = dict(sorted({**held, **budgets}.items()))
   cfg = report_config(config, domains, budgets, target)
   path = report_lib.write_report(cfg, layout)
   console.say(f"report written: {path}")
