@@ -49,9 +49,10 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 from autoscale_jax import errors
+from autoscale_jax import names
 
 # Stage names for --stage; "train" is an alias of "final" (its old name).
-STAGES = ("ddo", "fit", "project", "final", "train", "report", "all")
+STAGES = ("plan", "ddo", "fit", "project", "final", "train", "report", "all")
 STAGE_ALIASES = {"train": "final"}
 MODEL_KINDS = ("gpt2", "bert")
 TOKENIZERS = ("byte", "sentencepiece", "gpt2")
@@ -188,7 +189,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.project.target_tokens = 8.0e5  # the target budget in tokens
   c.project.max_epochs = 1.0  # passes allowed over a domain's unique tokens
   # How the target mixture is estimated from the DDO studies: a name in
-  # autoscale_jax.mixing.estimators.NAMES ("paper" is the paper's rule).
+  # autoscale_jax.names.ESTIMATOR_NAMES ("paper" is the paper's rule).
   c.project.estimator = "paper"
 
   c.final = ml_collections.ConfigDict()
@@ -470,8 +471,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   # project / final
   _positive_number(c, "project.target_tokens")
   _positive_number(c, "project.max_epochs")
-  from autoscale_jax.mixing import estimators  # pylint: disable=g-import-not-at-top
-  _choice(c, "project.estimator", estimators.NAMES)
+  _choice(c, "project.estimator", names.ESTIMATOR_NAMES)
   if c.project.target_tokens <= max(budgets):
     _fail("project.target_tokens", c.project.target_tokens,
           f"must exceed the largest DDO budget {max(budgets):g}")

@@ -4,13 +4,17 @@ r"""autoscale_jax command line: one entry point, one stage at a time.
       --workdir=DIR [--config.a.b=value ...]
 
 Stages:
+  plan     write every DDO budget's proxy runs for any trainer (plan/: runs.csv
+           and runs.json to fill in, each run's mixture in every trainer's
+           format); from the data, or --available_tokens=FILE.json without it.
   ddo      plan and train the 2m+1 proxy runs at every DDO budget (only the
            runs whose record is missing), then fit and solve each budget.
   fit      fit the power laws and solve the mixture, from the study's records
-           or from any --results=RUNS.json (then --config is optional).
+           or from any --results=RUNS.json or runs.csv (then --config is
+           optional; with it the runs are checked against the plan).
   project  estimate the mixture at the target budget (config.project.estimator;
-           from the study, or from --optima=A.json,B.json[,C.json]
-           --target_tokens=T) and export it.
+           from the study, from a workdir fitted with --results, or from
+           --optima=A.json,B.json[,C.json] --target_tokens=T) and export it.
   final    train the target budget with each mixture in config.final.mixtures
            (or --mixture=NAME_OR_FILE, added to the comparison) once per seed of
            config.final.seeds and compare them (verdict over seeds, speed-up).
@@ -48,7 +52,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Study directory (local path or gs://).")
 _RESULTS = flags.DEFINE_string(
-    "results", None, "fit: a RUNS.json from any training stack.")
+    "results", None,
+    "fit: a RUNS.json or runs.csv from any training stack (--stage=plan "
+    "writes both skeletons).")
 _OPTIMA = flags.DEFINE_list(
     "optima", None, "project: comma-separated mixture.json files (>= 2).")
 _TARGET_TOKENS = flags.DEFINE_float(
@@ -60,6 +66,14 @@ _ALLOW_REPEAT = flags.DEFINE_bool(
     "allow_repeat", False,
     "ddo/final: allow a domain's quota to exceed its unique tokens "
     "(repeated data, counted as epochs). Off by default: shortfalls stop.")
+_AVAILABLE_TOKENS = flags.DEFINE_string(
+    "available_tokens", None,
+    "plan/fit/project without the data: a JSON file {domain: unique "
+    "training tokens} (availability checks, caps and the exports).")
+_ALLOW_INTERPOLATION = flags.DEFINE_bool(
+    "allow_interpolation", False,
+    "project from files: allow a target at or below the largest DDO budget "
+    "(the paper's rule is meant to extrapolate).")
 _WORKER_INDEX = flags.DEFINE_integer(
     "worker_index", None, "ddo: this worker's index for proxy fan-out.")
 _NUM_WORKERS = flags.DEFINE_integer(
@@ -104,12 +118,20 @@ def _run(argv: list[str]) -> None:
       worker_index=_WORKER_INDEX.value,
       num_workers=_NUM_WORKERS.value,
       worker=_WORKER.value,
+      available_tokens=_AVAILABLE_TOKENS.value,
+      allow_interpolation=_ALLOW_INTERPOLATION.value,
   )
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
   if options.worker is not None and stage != "ddo":
     raise UsageError(
         f"--worker applies to --stage=ddo only (got --stage={stage}); run the "
         "later stages once, on one machine, after the workers finish")
+  if options.available_tokens and stage not in ("plan", "fit", "project"):
+    raise UsageError("--available_tokens is for --stage=plan, fit or project")
+  if options.allow_interpolation and not (
+      stage == "project" and files.handles(stage, options)):
+    raise UsageError("--allow_interpolation is for --stage=project from "
+                     "files (--optima, or a workdir fitted with --results)")
   if files.handles(stage, options):
     files.run(stage, options, _CONFIG.value)
     return

@@ -1,8 +1,17 @@
-"""Registry names the study gives to things other stacks look up by name."""
+"""Names that several layers look up, kept in one leaf module.
+
+The seqio Task names the study registers (and the exports write), and the
+target estimators' names (``config.project.estimator``), which the config
+checks without importing the mixing maths.
+"""
 
 from __future__ import annotations
 
 import re
+
+# The target estimators of ``autoscale_jax.mixing.estimators`` (its registry
+# has exactly these keys, in this order; "paper" is the paper's rule).
+ESTIMATOR_NAMES = ("paper", "joint", "shrink", "project_shrink", "ddo_last")
 
 
 def seqio_task_name(study_name: str, domain: str) -> str:

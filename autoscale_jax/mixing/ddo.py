@@ -34,6 +34,7 @@ import numpy as np
 from etils import epath
 
 from autoscale_jax import errors
+from autoscale_jax.experiments.results import AGGREGATE
 from autoscale_jax.experiments.store import atomic_write_json
 from autoscale_jax.mixing import optimize, powerlaw
 
@@ -330,6 +331,15 @@ def _bounds(bounds, domains, xs_by_domain, upper_bound):
   return lo, hi
 
 
+def default_targets(data: RunsData) -> dict[str, float]:
+  """The fit's target without ``target_domains``: the runs' own aggregate
+  (eval key ``"aggregate"``) when they give one, else every training domain,
+  equally."""
+  if AGGREGATE in data.eval_domains and AGGREGATE not in data.domains:
+    return {AGGREGATE: 1.0}
+  return {d: 1.0 for d in data.domains}
+
+
 def aggregates(data: RunsData, metric: str | None = None,
                target_domains: Mapping[str, float] | None = None
                ) -> tuple[dict[str, float], dict[int, float], str,
@@ -340,8 +350,9 @@ def aggregates(data: RunsData, metric: str | None = None,
     data: validated runs of one budget (:func:`load_runs`).
     metric: ``ppl`` or ``loss`` (config names ppl_seq / ppl_tok accepted);
       None uses the file's.
-    target_domains: ``{eval domain: weight}``; default every training domain,
-      equally.
+    target_domains: ``{eval domain: weight}``; default
+      :func:`default_targets` (the runs' ``aggregate``, else every training
+      domain, equally).
 
   Returns:
     ``({run name: aggregate}, {seed: its base run's aggregate (mean over
@@ -349,12 +360,14 @@ def aggregates(data: RunsData, metric: str | None = None,
     aggregate divided by its seed's base aggregate.
   """
   want = _norm_metric(metric)
-  targets = dict(target_domains) if target_domains else {
-      d: 1.0 for d in data.domains}
+  targets = dict(target_domains) if target_domains else default_targets(data)
   unknown = [d for d in targets if d not in data.eval_domains]
   if unknown:
-    raise ValueError(f"target_domains: {', '.join(unknown)} not evaluated in "
-                     f"RUNS.json (eval domains: {', '.join(data.eval_domains)})")
+    raise RunsError(
+        f"target domain(s) {', '.join(unknown)} not evaluated in the results "
+        f"(eval domains: {', '.join(data.eval_domains)}); give their metric, "
+        f"an {AGGREGATE!r} metric, or set ddo.target_domains to evaluated "
+        "domains")
   if not all(v >= 0 for v in targets.values()) or sum(targets.values()) <= 0:
     raise ValueError(f"target_domains={targets}: weights must be >= 0, "
                      "one > 0")

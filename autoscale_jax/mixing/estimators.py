@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from autoscale_jax import names
 from autoscale_jax.errors import UserError
 from autoscale_jax.mixing import ddo, optimize, powerlaw, projection
 from autoscale_jax.mixing.x64 import float64
@@ -579,7 +580,10 @@ ESTIMATORS: dict[str, Estimator] = {
     "project_shrink": _project_shrink,
     "ddo_last": _ddo_last,
 }
-NAMES = tuple(ESTIMATORS)
+NAMES = names.ESTIMATOR_NAMES  # the config checks these without this module
+if tuple(ESTIMATORS) != NAMES:
+  raise ImportError(f"estimators registry {tuple(ESTIMATORS)} differs from "
+                    f"names.ESTIMATOR_NAMES {NAMES}; keep them equal")
 
 
 def check_name(name: str) -> None:

@@ -21,6 +21,7 @@ from autoscale_jax.study import console
 from autoscale_jax.study import core
 from autoscale_jax.study import lease_worker
 from autoscale_jax.study import options as options_lib
+from autoscale_jax.study import plan as plan_lib
 from autoscale_jax.train import swarm
 
 # (store name, token quotas, training seed) of one planned run.
@@ -28,18 +29,14 @@ Planned = tuple[str, dict[str, int], int]
 
 
 def plan(study: core.Study, k: int) -> list[records.PlannedRun]:
-  """The planned proxy runs of DDO budget ``k``."""
-  c = study.config
-  return [records.PlannedRun.from_json(r) for r in ddo_lib.plan_runs(
-      list(c.data.domains), float(c.ddo.budgets[k]),
-      base_weights=dict(c.ddo.base_weights) or None,
-      factors=tuple(c.ddo.factors), seeds=tuple(c.ddo.seeds))]
+  """The planned proxy runs of DDO budget ``k`` (what --stage=plan writes)."""
+  return plan_lib.budget_plan(study.config, k)
 
 
 def planned(study: core.Study, k: int, run: records.PlannedRun) -> Planned:
   """(store name, quotas, training seed) of a planned run of budget ``k``."""
-  return (f"b{k}_{run.name}", run.tokens,
-          int(study.config.seed) + int(run.seed))
+  return (plan_lib.store_name(k, run), run.tokens,
+          plan_lib.training_seed(study.config, run))
 
 
 def planned_tokens(study: core.Study) -> dict[str, float]:

@@ -6,6 +6,8 @@
   leases/<name>/              the lease fan-out's claims on runs (--worker)
   runs/<name>-<fp[:10]>/      one training directory per run (checkpoints,
                               TensorBoard, result.json)
+  plan/                       the DDO runs as files for any trainer
+                              (``--stage=plan``: runs.csv, runs.json, exports)
   ddo/budget_<k>/             runs.json (RUNS.json format) and mixture.json
   project/                    mixture.json, estimates.json (every
                               estimator's recommendation) and export/
@@ -53,6 +55,10 @@ class Layout:
   def run_dir(self, name: str, fingerprint: str) -> epath.Path:
     """A run's training directory: ``runs/<name>-<fingerprint[:10]>``."""
     return self.root / "runs" / f"{name}-{fingerprint[:10]}"
+
+  @property
+  def plan_dir(self) -> epath.Path:
+    return self.root / "plan"
 
   def budget_dir(self, k: int) -> epath.Path:
     """DDO budget ``k``'s directory (0-based): ``ddo/budget_<k>``."""

@@ -24,6 +24,8 @@ class Options:
   worker_index: int | None = None
   num_workers: int | None = None
   worker: str | None = None  # lease fan-out worker name (study/lease_worker)
+  available_tokens: str | None = None
+  allow_interpolation: bool = False
 
 
 def require(value: Any, flag: str, what: str) -> None:

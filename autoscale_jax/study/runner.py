@@ -15,11 +15,13 @@ from autoscale_jax.study import files
 from autoscale_jax.study import final
 from autoscale_jax.study import layout as layout_lib
 from autoscale_jax.study import options as options_lib
+from autoscale_jax.study import plan_stage
 from autoscale_jax.study import project
 from autoscale_jax.study import report_stage
 
 # Each stage: Study -> whether it completed (False: wait for other workers).
 STAGES: dict[str, Callable[[core.Study], bool]] = {
+    "plan": plan_stage.run_plan,
     "ddo": ddo.run_ddo,
     "fit": ddo.run_fit,
     "project": project.run_project,
