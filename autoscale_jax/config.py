@@ -58,6 +58,7 @@ MODEL_KINDS = ("gpt2", "bert")
 TOKENIZERS = ("byte", "sentencepiece", "gpt2")
 DATA_SOURCES = ("embedded", "jsonl", "tfds", "fixture", "seqio")
 METRICS = ("ppl_seq", "ppl_tok", "loss")
+NOISE_MODELS = ("replicates", "paired")  # = mixing.ddo.NOISE_MODELS
 SCHEDULES = ("linear", "cosine")
 SWARM_MODES = ("auto", "off", "vmap", "scan")
 # run.swarm="auto" uses the swarm when its measured step is at least this
@@ -184,6 +185,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.ddo.allow_repeat = False  # not read: the --allow_repeat flag decides
   c.ddo.upper_bound = True  # n_i <= largest factor (our choice)
   c.ddo.bootstrap = 200  # bootstrap replicates of the fit (0 = no intervals)
+  # Noise model of the bootstrap with repeated seeds (mixing/ddo.NOISE_MODELS):
+  # "replicates" = each run's spread across seeds, runs independent;
+  # "paired" = only the within-seed part, which does not cancel in y.
+  c.ddo.noise_model = "replicates"
 
   c.project = ml_collections.ConfigDict()
   c.project.target_tokens = 8.0e5  # the target budget in tokens
@@ -466,6 +471,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   if not list(c.ddo.seeds) or len(set(c.ddo.seeds)) != len(c.ddo.seeds):
     _fail("ddo.seeds", list(c.ddo.seeds), "need >= 1 distinct integer seeds")
   _choice(c, "ddo.metric", METRICS)
+  _choice(c, "ddo.noise_model", NOISE_MODELS)
   _weights(c, "ddo.target_domains", domains)
 
   # project / final

@@ -12,6 +12,13 @@ and the truth's loss at the mixture relative to uniform's (median, and the
 share of studies that beat uniform).
 
     .venv/bin/python bench/bench_estimators.py [--studies 100] [--quick]
+
+A study's own design (``--noise``, given or not, selects it): its number of
+domains, seeds, budgets, the measured per-run noise and the effect range of
+the truths, one row per truth family, e.g. the demo's
+
+    .venv/bin/python bench/bench_estimators.py --domains 4 --seeds 3 \
+        --budgets 1.5e5,3e5 --noise 0.03 --effect 0.15,0.9
 """
 
 from __future__ import annotations
@@ -26,12 +33,18 @@ import numpy as np
 
 from autoscale_jax.mixing import estimators, simulate
 
-DOMAINS = ["code", "techdocs", "books", "wiki", "legal", "qa", "latex"]
+ALL_DOMAINS = ["code", "techdocs", "books", "wiki", "legal", "qa", "latex"]
+DOMAINS = list(ALL_DOMAINS)  # the simulated study's domains (--domains)
+EFFECT = (0.05, 0.3)  # random_truth's effect range (--effect)
 TARGET_FACTORS = (4.0, 10.0)
 REFERENCES = ("base",)
 
 
-def _rows(quick: bool):
+def _rows(quick: bool, design=None):
+  if design is not None:
+    noise, seeds, budgets = design
+    return [(family, noise, tuple(range(seeds)), tuple(budgets))
+            for family in ("small_offset", "large_offset")]
   rows = []
   for family in ("small_offset", "large_offset"):
     for noise in (0.0, 0.01, 0.02, 0.05):
@@ -47,7 +60,8 @@ def _row(family, noise, seeds, budgets, studies, bootstrap):
   inputs, truths = [], []
   for s in range(studies):
     rng = np.random.default_rng([s, 7])
-    truth = simulate.random_truth(rng, DOMAINS, family, ref_budget=budgets[0])
+    truth = simulate.random_truth(rng, DOMAINS, family, ref_budget=budgets[0],
+                                  effect=EFFECT)
     runs, optima = simulate.simulate_study(
         truth, budgets, w0, seeds=seeds, noise=noise, seed=s,
         bootstrap=bootstrap)
@@ -92,7 +106,7 @@ def _signal(family, budgets, studies):
   eff, spread = [], []
   for s in range(studies):
     truth = simulate.random_truth(np.random.default_rng([s, 7]), DOMAINS,
-                                  family, ref_budget=budgets[0])
+                                  family, ref_budget=budgets[0], effect=EFFECT)
     n0 = budgets[0] / len(DOMAINS)
     base = {d: n0 for d in DOMAINS}
     l0 = truth.aggregate(base)
@@ -112,13 +126,28 @@ def main(argv=None) -> None:
                  help="DDO bootstrap replicates per budget")
   p.add_argument("--quick", action="store_true",
                  help="only the 2-seed, 2-budget rows")
+  p.add_argument("--domains", type=int, default=len(ALL_DOMAINS),
+                 help="simulated domains (the first N of the demo's 7)")
+  p.add_argument("--effect", default="0.05,0.3",
+                 help="truths' effect range LO,HI (random_truth)")
+  p.add_argument("--noise", type=float, default=None,
+                 help="one design: this relative noise per run (with "
+                 "--seeds and --budgets), one row per truth family")
+  p.add_argument("--seeds", type=int, default=2)
+  p.add_argument("--budgets", default="1e5,2e5")
   args = p.parse_args(argv)
+  global EFFECT
+  DOMAINS[:] = ALL_DOMAINS[:args.domains]
+  EFFECT = tuple(float(v) for v in args.effect.split(","))
+  budgets = tuple(float(v) for v in args.budgets.split(","))
+  design = (None if args.noise is None else
+            (args.noise, args.seeds, budgets))
   t_start = time.time()
   print("command: python " + " ".join(sys.argv))
   print(f"machine: {platform.machine()} {platform.system()}, "
         f"{os.cpu_count()} cores (nproc), python {platform.python_version()}")
   for family in ("small_offset", "large_offset"):
-    e, sp = _signal(family, (1e5, 2e5), args.studies)
+    e, sp = _signal(family, budgets if design else (1e5, 2e5), args.studies)
     print(f"{family}: noise-free mean 0.2x->3x effect {e:.3f}, domain "
           f"spread {sp:.3f} (relative to the base run)")
   print()
@@ -126,7 +155,8 @@ def main(argv=None) -> None:
         "4x: median (p90) | 10x: median (p90) | L vs uniform 4x: median "
         "(beats uniform) | 10x: median (beats uniform) | failed or fell back |")
   print("|---|---|---|---|---|---|---|---|---|---|")
-  for family, noise, seeds, budgets in _rows(args.quick):
+  print(f"{len(DOMAINS)} domains, truths' effect range {EFFECT}")
+  for family, noise, seeds, budgets in _rows(args.quick, design):
     t0 = time.time()
     names, res = _row(family, noise, seeds, budgets, args.studies,
                       args.bootstrap)

@@ -350,3 +350,84 @@ def test_require_finished_names_missing_runs():
   assert msg.startswith("DDO budget 1 (1e+06 tokens): 5 of 6 planned runs")
   assert "(b0_r0, b0_r2, b0_r3, b0_r4 ...)" in msg and "b0_r1" not in msg
   assert "nothing was fitted" in msg and "--stage=ddo" in msg
+
+
+# ------------------------------------------------------ paired noise model
+
+def _seed_shared_runs(shared, own, seeds=(0, 1, 2, 3, 4, 5)):
+  """Runs whose log metric = truth + a per-seed shift + a per-run draw."""
+  truth, _, _ = _truth()
+  plan = ddo.plan_runs(DOMS, BUDGET, seeds=seeds)
+  runs = simulate.simulate_runs(plan, truth)
+  rng = np.random.default_rng(11)
+  shift = {s: shared * rng.standard_normal() for s in seeds}
+  for r in runs["runs"]:
+    f = math.exp(shift[r["seed"]] + own * rng.standard_normal())
+    r["eval"] = {d: v * f for d, v in r["eval"].items()}
+  return runs
+
+
+def test_paired_noise_removes_what_one_seeds_runs_share():
+  runs = _seed_shared_runs(shared=0.05, own=0.004)
+  est = ddo.paired_noise(*_data_agg_base(runs))
+  # Per factor a 7 domain x 6 seed table: (7 - 1)(6 - 1) dof, two factors.
+  assert est["dof"] == 2 * 6 * 5 and est["shared_dof"] == 2 * 5
+  assert est["sd"] == pytest.approx(0.004, rel=0.25)
+  # The seed's base run is shared by its runs: its 0.004 is the shared part.
+  assert 0.001 < est["shared_sd"] < 0.01
+  paired = ddo.fit_and_solve(runs, bootstrap=40, seed=0, noise_model="paired")
+  independent = ddo.fit_and_solve(runs, bootstrap=40, seed=0)
+  assert paired["bootstrap"]["noise_sd"] == pytest.approx(est["sd"])
+  assert paired["bootstrap"]["noise_sd_shared"] == pytest.approx(
+      est["shared_sd"])
+  assert "paired" in paired["bootstrap"]["noise_source"]
+  # The replicates model sees the seed shift as run noise (about 0.05).
+  assert independent["bootstrap"]["noise_sd"] > 5 * est["sd"]
+  assert "noise_sd_shared" not in independent["bootstrap"]
+  assert paired["weights"] == independent["weights"]
+
+  def width(mix):
+    return np.median([hi - lo for lo, hi in mix["intervals"].values()])
+  assert width(paired) < width(independent)
+
+
+def test_paired_noise_separates_own_and_shared_parts():
+  truth, _, _ = _truth()
+  plan = ddo.plan_runs(DOMS, BUDGET, seeds=(0, 1, 2, 3))
+  runs = simulate.simulate_runs(plan, truth)
+  rng = np.random.default_rng(5)
+  own = {p["name"]: 0.01 * rng.standard_normal() for p in plan}
+  shared = {(s, f): 0.03 * rng.standard_normal() for s in range(4)
+            for f in (0.2, 3.0)}
+
+  def noisy(with_shared):
+    out = copy.deepcopy(runs)
+    for r, p in zip(out["runs"], plan):
+      if p["domain"] is not None:
+        e = own[p["name"]] + (shared[(p["seed"], p["factor"])]
+                              if with_shared else 0.0)
+        r["eval"] = {d: v * math.exp(e) for d, v in r["eval"].items()}
+    return out
+  no = ddo.paired_noise(*_data_agg_base(noisy(False)))
+  yes = ddo.paired_noise(*_data_agg_base(noisy(True)))
+  assert no["sd"] == pytest.approx(yes["sd"], rel=1e-6)  # own part unchanged
+  assert yes["shared_sd"] > 3 * no["shared_sd"] + 0.01
+  mix = ddo.fit_and_solve(noisy(True), bootstrap=20, seed=0,
+                          noise_model="paired")
+  assert mix["bootstrap"]["replicates"] == 20
+  for d, (lo, hi) in mix["intervals"].items():
+    assert lo <= mix["weights"][d] + 1e-9 <= hi + 2e-9
+
+
+def _data_agg_base(runs):
+  data = ddo.load_runs(runs)
+  agg, base, _, _ = ddo.aggregates(data)
+  return data, agg, base
+
+
+def test_paired_noise_needs_two_seeds_and_a_known_model():
+  runs = _seed_shared_runs(shared=0.05, own=0.004, seeds=(0,))
+  assert ddo.paired_noise(*_data_agg_base(runs)) is None
+  with pytest.raises(ValueError, match="noise_model='iid'"):
+    ddo.fit_and_solve(_seed_shared_runs(0.05, 0.004), bootstrap=4,
+                      noise_model="iid")

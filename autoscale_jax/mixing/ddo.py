@@ -387,14 +387,76 @@ def aggregates(data: RunsData, metric: str | None = None,
       d: w / tsum for d, w in targets.items()}
 
 
+# How the bootstrap's per-run noise is estimated from repeated seeds:
+# "replicates": the sd of log(aggregate) across seeds of each run, every run
+# independent; "paired": the noise of log y (y = aggregate / its seed's base
+# aggregate) split into a part shared by the seed's runs at one factor and a
+# part of each run (paired_noise): what all runs of one seed share (common
+# random numbers: one initialization, one window order per domain) cancels
+# in y and is not counted as noise.
+NOISE_MODELS = ("replicates", "paired")
+
+
+def paired_noise(data: RunsData, agg: Mapping[str, float],
+                 base_agg: Mapping[int, float]) -> dict[str, Any] | None:
+  """The noise of log y in two parts, from the seed replicates; or None.
+
+  Per factor ``x``, the perturbed runs form a domain x seed table of
+  ``log y`` (replicates within a seed averaged). A two-way layout
+  ``log y[d, s] = mean[d] + shared[s] + own[d, s]`` splits its noise: the
+  interaction mean square estimates ``var(own)`` (pooled over factors,
+  ``(m - 1)(S - 1)`` dof each), the seed mean square ``var(own) + m
+  var(shared)``. ``shared`` (the seed's base run, and whatever the seed's
+  runs at that factor have in common) moves every domain's y alike; ``own``
+  is what separates the domains, the part the optimum is most sensitive to.
+
+  Returns:
+    ``{"sd": sd of own, "shared_sd": sd of shared, "dof", "shared_dof"}``
+    (log units), or None with fewer than 2 seeds or 2 domains at a factor.
+  """
+  cells = collections.defaultdict(lambda: collections.defaultdict(list))
+  for r in data.runs:
+    if r["domain"] is None:
+      continue
+    cells[(round(r["x"], 9), r["domain"])][r["seed"]].append(
+        math.log(agg[r["name"]] / base_agg[r["seed"]]))
+  ss_own = ss_seed = 0.0
+  dof_own = dof_seed = 0
+  pooled_m = []
+  for x in sorted({x for x, _ in cells}):
+    doms = [d for xx, d in cells if xx == x]
+    seeds = sorted(set.intersection(*(set(cells[(x, d)]) for d in doms)))
+    if len(doms) < 2 or len(seeds) < 2:
+      continue
+    t = np.array([[np.mean(cells[(x, d)][s]) for s in seeds] for d in doms])
+    resid = (t - t.mean(axis=0, keepdims=True) - t.mean(axis=1, keepdims=True)
+             + t.mean())
+    ss_own += float(np.sum(resid ** 2))
+    dof_own += (len(doms) - 1) * (len(seeds) - 1)
+    seed_means = t.mean(axis=0)
+    ss_seed += len(doms) * float(np.sum((seed_means - seed_means.mean()) ** 2))
+    dof_seed += len(seeds) - 1
+    pooled_m.append(len(doms))
+  if dof_own < 1 or dof_seed < 1:
+    return None
+  ms_own, ms_seed = ss_own / dof_own, ss_seed / dof_seed
+  shared_var = max(0.0, (ms_seed - ms_own) / float(np.mean(pooled_m)))
+  return {"sd": math.sqrt(ms_own), "shared_sd": math.sqrt(shared_var),
+          "dof": dof_own, "shared_dof": dof_seed}
+
+
 def _noise_estimate(data: RunsData, agg: dict[str, float],
-                    base_agg: dict[int, float], fits) -> tuple[float, str]:
+                    base_agg: dict[int, float], fits,
+                    model: str = "replicates") -> tuple[float, str]:
   """Relative sd of one run's aggregate: seed replicates, else residuals.
 
   Seed replicates: pooled sd of log(aggregate) over runs with equal tokens.
   Residuals: pooled rms of the fits (y is already relative to the base).
+  ``model`` is only checked here; ``"paired"`` is :func:`paired_noise`.
   """
-  del base_agg  # noise is multiplicative: sd of log(aggregate) per config
+  if model not in NOISE_MODELS:
+    raise ValueError(f"noise_model={model!r}: allowed "
+                     f"{', '.join(NOISE_MODELS)}")
   groups = collections.defaultdict(list)
   for r in data.runs:
     key = tuple(round(r["tokens"][d], 6) for d in data.domains)
@@ -466,7 +528,7 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
                   bounds=None, upper_bound: bool = True,
                   bootstrap: int = 200, seed: int = 0,
                   noise_sd: float | None = None,
-                  ci: float = 0.9) -> dict:
+                  ci: float = 0.9, noise_model: str = "replicates") -> dict:
   """Fits the per-domain laws, solves the mixture, bootstraps intervals.
 
   Args:
@@ -482,6 +544,11 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
     seed: bootstrap RNG seed.
     noise_sd: relative noise sd of a run's aggregate (default: estimated).
     ci: interval coverage.
+    noise_model: how repeated seeds estimate the noise (:data:`NOISE_MODELS`):
+      ``"replicates"`` treats every run as independent; ``"paired"`` models
+      the noise of y itself, split into each run's own part and a part shared
+      by one seed's runs at one factor (:func:`paired_noise`). Without
+      repeated seeds both use the residuals.
 
   Returns:
     The mixture.json content (see docs/architecture.md).
@@ -537,12 +604,23 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
   # ---- uncertainty: parametric bootstrap over runs
   intervals: dict[str, list[float]] = {}
   sd, source = (noise_sd, "given") if noise_sd is not None else \
-      _noise_estimate(data, agg, base_agg, fits)
+      _noise_estimate(data, agg, base_agg, fits, noise_model)
+  paired = (paired_noise(data, agg, base_agg)
+            if noise_sd is None and noise_model == "paired" else None)
+  if paired is not None:
+    sd = paired["sd"]
+    source = (f"paired: each run's own noise of log y ({paired['dof']} dof) "
+              f"plus a part shared by one seed's runs at one factor, sd "
+              f"{paired['shared_sd']:.4g} ({paired['shared_dof']} dof); what "
+              "all of a seed's runs share cancels in y")
   boot_info = {"replicates": 0, "noise_sd": sd, "noise_source": source,
                "ci": ci, "method": "parametric bootstrap over runs"}
+  if paired is not None:
+    boot_info["noise_sd_shared"] = paired["shared_sd"]
   if bootstrap > 0 and sd > 0:
     ws = _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd,
-                    bootstrap, seed, warm)
+                    bootstrap, seed, warm,
+                    shared_sd=None if paired is None else paired["shared_sd"])
     ok = np.all(np.isfinite(ws), axis=1)
     if ok.mean() < 0.95:
       warnings.append(f"bootstrap: {int((~ok).sum())} of {bootstrap} "
@@ -638,7 +716,8 @@ def _warm_bootstrap(replicates: int, m: int, points: int
 
 
 def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
-               warm: threading.Event | None = None) -> np.ndarray:
+               warm: threading.Event | None = None,
+               shared_sd: float | None = None) -> np.ndarray:
   """Optimal weights ``[reps, m]`` of parametric-bootstrap replicates.
 
   Every replicate's noise is drawn at once (one ``[reps, runs + seeds]``
@@ -646,6 +725,11 @@ def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
   and solver in chunks of equal shape (one compilation each), so a Ctrl-C is
   seen between chunks. Repeated x (seeds of one run) are merged exactly by
   :func:`powerlaw.group_repeated_x`, so the cost does not grow with seeds.
+
+  ``shared_sd`` None: every run and every seed's base get an independent
+  draw of relative sd ``sd``. Given (the paired model, :func:`paired_noise`):
+  y itself is redrawn, each perturbed run with its own draw of sd ``sd`` plus
+  one draw of sd ``shared_sd`` shared by its seed's runs at the same x.
   """
   m = len(domains)
   x, _, mask = powerlaw.pad_points(pts, domains)
@@ -666,6 +750,17 @@ def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
         mu[i, j] = 1.0 + f(x[i, j]) - f(1.0)
   rng = np.random.default_rng(seed)
   z = rng.standard_normal((reps, len(run_names) + len(seeds)))
+  if shared_sd is not None:
+    groups = sorted({(s, round(float(x[i, j]), 9))
+                     for i, d in enumerate(domains)
+                     for j, (name, s) in enumerate(meta[d]) if name})
+    gid = {g: n for n, g in enumerate(groups)}
+    group_ix = np.zeros((m, k), int)
+    for i, d in enumerate(domains):
+      for j, (name, s) in enumerate(meta[d]):
+        if name is not None:
+          group_ix[i, j] = gid[(s, round(float(x[i, j]), 9))]
+    z_shared = rng.standard_normal((reps, len(groups)))
   lo_v = np.array([min(lo[d], min(pts[d][0])) for d in domains])
   a_v = np.array([a[d] for d in domains]); b_v = np.array([b[d] for d in domains])
   starts = np.concatenate([powerlaw.starts_from(a_v, b_v, lo_v),
@@ -684,7 +779,11 @@ def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
     # the fitter and the solver compile once.
     idx = np.minimum(np.arange(start, start + chunk), reps - 1)
     zc = z[idx]
-    y = mu[None] * (1.0 + sd * zc[:, run_ix]) / (1.0 + sd * zc[:, base_ix])
+    if shared_sd is None:
+      y = mu[None] * (1.0 + sd * zc[:, run_ix]) / (1.0 + sd * zc[:, base_ix])
+    else:
+      y = mu[None] * (1.0 + sd * zc[:, run_ix]
+                      + shared_sd * z_shared[idx][:, group_ix])
     y = np.where(is_base[None], 1.0, y)
     out = powerlaw.fit_padded(
         np.tile(x, (chunk, 1)), y.reshape(chunk * m, k),

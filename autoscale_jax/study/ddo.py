@@ -210,6 +210,7 @@ def provenance(study: core.Study, k: int,
                          dict(c.ddo.target_domains).items()},
       "upper_bound": bool(c.ddo.upper_bound),
       "bootstrap": int(c.ddo.bootstrap),
+      "noise_model": str(c.ddo.noise_model),
       "seed": int(c.seed),
       "tokenizer": bundle.tokenizer.fingerprint,
       "data": {d: bundle.fingerprints[d] for d in c.data.domains},
@@ -257,7 +258,7 @@ def _fit(study: core.Study, k: int, runs: list[records.PlannedRun]
   optimum = ddo_lib.fit_and_solve(
       runs_json, metric=c.ddo.metric, target_domains=target_domains,
       upper_bound=bool(c.ddo.upper_bound), bootstrap=int(c.ddo.bootstrap),
-      seed=int(c.seed))
+      seed=int(c.seed), noise_model=str(c.ddo.noise_model))
   optimum["noise"] = noise_lib.measure_noise(
       runs_json, metric=c.ddo.metric, target_domains=target_domains)
   optimum["provenance"] = provenance(study, k, fingerprints)

@@ -114,7 +114,7 @@ def fit_kwargs(config: ml_collections.ConfigDict | None) -> dict[str, Any]:
   c = config.ddo
   return dict(metric=c.metric, target_domains=dict(c.target_domains) or None,
               upper_bound=bool(c.upper_bound), bootstrap=int(c.bootstrap),
-              seed=int(config.seed))
+              seed=int(config.seed), noise_model=str(c.noise_model))
 
 
 def _available(options: options_lib.Options,
