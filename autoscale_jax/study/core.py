@@ -37,9 +37,14 @@ def run_identity(config: ml_collections.ConfigDict,
   not in it, so changing them never marks finished runs stale. Changing this
   dict's content changes every fingerprint (existing store records turn
   stale), so it stays exactly as the store has always used it
-  (``tests/test_run_identity.py`` pins it).
+  (``tests/test_run_identity.py`` pins it). ``init_seed`` (``config.seed``,
+  which seeds the initialization; ``seed`` is the run's data seed) joined it
+  on 2026-12-01: before, two runs with the same data seed but different
+  ``config.seed`` (e.g. ``--config.seed=43`` in a workdir made with 42 and
+  ``ddo.seeds=(0, 1)``) shared one record.
   """
   return {
+      "init_seed": int(config.seed),
       "name": name,
       **config_lib.recipe(config),
       "tokenizer": bundle.tokenizer.fingerprint,
