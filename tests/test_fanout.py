@@ -201,7 +201,7 @@ def test_lease_worker_killed_holding_a_lease_is_taken_over(
   The survivor trains the other runs, takes the dead worker's run over once
   its lease has expired, and every run is recorded exactly once.
   """
-  deadline = time.time() + TIMEOUT_S
+  deadline = time.time() + 600  # a hang guard only (about 80 s when idle)
   cfg = tmp_path / "micro_one_budget.py"
   cfg.write_text(CONFIG)
   work = tmp_path / "study"
