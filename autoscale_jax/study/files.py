@@ -239,12 +239,13 @@ def fit_from_results(options: options_lib.Options,
   by_k = _budgets_by_index(path, groups, config)
   layout = layout_lib.Layout.of(options.workdir)
   digest = _sha256(path)
+  # Every budget is checked before anything is written.
+  checked = {k: ddo_lib.load_runs(runs_json)
+             for k, (_, runs_json) in by_k.items()}
+  available = _available(options, next(iter(checked.values())).domains)
   fitted: dict[int, records.Mixture] = {}
-  available = None
   for k, (budget, runs_json) in by_k.items():
-    data = ddo_lib.load_runs(runs_json)
-    if available is None and options.available_tokens:
-      available = _available(options, data.domains)
+    data = checked[k]
     optimum = ddo_lib.fit_and_solve(data, **kwargs)
     optimum["noise"] = noise_lib.measure_noise(
         data, metric=kwargs.get("metric"),

@@ -181,10 +181,11 @@ def _readme(config: ml_collections.ConfigDict, runs: list[dict[str, Any]],
       f"`{metric}.<domain>` per evaluated domain, and/or `{metric}.aggregate`"
       " (a metric column left empty in every row is ignored). Then:", "",
       "    python -m autoscale_jax.main --stage=fit "
-      f"--results=plan/{CSV_FILE} --workdir=WORKDIR --config=CONFIG "
-      "--available_tokens=plan/available_tokens.json",
+      f"--results=WORKDIR/plan/{CSV_FILE} --workdir=WORKDIR --config=CONFIG "
+      f"--available_tokens=WORKDIR/plan/{AVAILABLE_FILE}",
       "    python -m autoscale_jax.main --stage=project --workdir=WORKDIR "
-      "--config=CONFIG --available_tokens=plan/available_tokens.json", "",
+      f"--config=CONFIG --available_tokens=WORKDIR/plan/{AVAILABLE_FILE}",
+      "",
       "| file | what |", "| --- | --- |",
       f"| `{CSV_FILE}` | one row per run; the fit reads it back |",
       f"| `{JSON_FILE}` | the same runs as RUNS.json (fill `eval`) |",
