@@ -99,6 +99,7 @@ def test_globs_listing_and_streamed_reads_on_the_bucket(bucket, tmp_path):
   assert os.path.exists(os.path.join(bucket, "data/rp/alpha/part-0.jsonl"))
 
 
+@pytest.mark.slow  # a whole micro study: 16 runs (about 60 s of CPU)
 def test_micro_study_with_data_and_workdir_on_the_bucket(
     bucket, tmp_path, monkeypatch):
   _upload_fixture_corpus(tmp_path)
