@@ -19,6 +19,7 @@ the bucket's directory.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import fsspec
@@ -42,14 +43,30 @@ class FakeGCS(DirFileSystem):
     super().__init__(path=FakeGCS.root, fs=LocalFileSystem(auto_mkdir=True))
 
 
-def install(root: str) -> None:
-  """Serves ``gs://`` from ``root`` in this process (epath and fsspec)."""
+def install(root: str, monkeypatch=None) -> None:
+  """Serves ``gs://`` from ``root`` in this process (epath and fsspec).
+
+  With pytest's ``monkeypatch`` the changes are undone after the test (call
+  :func:`forget_filesystems` at teardown too); without it (a child process)
+  they last for the process.
+  """
   os.makedirs(root, exist_ok=True)
-  FakeGCS.root = root
-  for protocol in FakeGCS.protocol:
-    fsspec.register_implementation(protocol, FakeGCS, clobber=True)
-  gpath._is_tf_installed = lambda: False  # pylint: disable=protected-access
-  # epath caches one filesystem per protocol: drop one from an earlier root.
+  registry = importlib.import_module("fsspec.registry")._registry  # pylint: disable=protected-access
+  if monkeypatch is None:
+    FakeGCS.root = root
+    for protocol in FakeGCS.protocol:
+      fsspec.register_implementation(protocol, FakeGCS, clobber=True)
+    gpath._is_tf_installed = lambda: False  # pylint: disable=protected-access
+  else:
+    monkeypatch.setattr(FakeGCS, "root", root)
+    for protocol in FakeGCS.protocol:
+      monkeypatch.setitem(registry, protocol, FakeGCS)
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+  forget_filesystems()
+
+
+def forget_filesystems() -> None:
+  """Drops the filesystem epath cached per protocol (one from another root)."""
   epath_backend._FileSystemSpecBackend._get_filesystem.cache_clear()  # pylint: disable=protected-access
 
 

@@ -45,13 +45,14 @@ def get_config():
 def bucket(tmp_path, monkeypatch):
   """The fake bucket's local directory; the test runs in an empty cwd."""
   root = str(tmp_path / "gcs")
-  fake_gcs.install(root)
+  fake_gcs.install(root, monkeypatch)
   monkeypatch.setattr(fileio, "RETRY", fileio.RetryPolicy(
       attempts=3, initial_delay_s=0.0, max_delay_s=0.0))
   cwd = tmp_path / "cwd"
   cwd.mkdir()
   monkeypatch.chdir(cwd)
   yield root
+  fake_gcs.forget_filesystems()
   assert not os.listdir(cwd), "a gs:// path reached os: " + str(
       os.listdir(cwd))
 
@@ -99,6 +100,7 @@ def test_globs_listing_and_streamed_reads_on_the_bucket(bucket, tmp_path):
   assert os.path.exists(os.path.join(bucket, "data/rp/alpha/part-0.jsonl"))
 
 
+@pytest.mark.slow  # a whole micro study: 16 runs (about 60 s of CPU)
 def test_micro_study_with_data_and_workdir_on_the_bucket(
     bucket, tmp_path, monkeypatch):
   _upload_fixture_corpus(tmp_path)

@@ -203,9 +203,8 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_two_processes_share_one_cache_built_once(tmp_path, monkeypatch):
-  bucket = str(tmp_path / "gcs")
-  fake_gcs.install(bucket)
+def test_two_processes_share_one_cache_built_once(tmp_path):
+  bucket = str(tmp_path / "gcs")  # the children serve gs:// from here
   src = os.path.join(bucket, "data")
   from autoscale_jax.data import fixture  # pylint: disable=g-import-not-at-top
   fixture.make_fixture_corpus(str(tmp_path / "src"), DOMAINS,
