@@ -114,5 +114,5 @@ def open_writer(settings: WandbSettings, *, name: str, run_dir: str,
       group=settings.group or None, name=name, mode=settings.mode or None,
       dir=os.environ.get("WANDB_DIR") or run_dir,
       config=dict(config or {}), reinit="create_new",
-      settings=wandb.Settings(quiet=True))
+      settings=wandb.Settings(silent=True))  # no lines per run in the log
   return WandbWriter(run)
