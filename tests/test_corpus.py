@@ -367,6 +367,11 @@ def test_no_apt_skips_deb_domains(tmp_path, monkeypatch):
   first = (tmp_path / "out" / "code.jsonl").read_bytes()
   m2 = C.build_corpus(tmp_path / "out2", **kw)  # Second build: from cache.
   assert m2["cached"] and m2["cache_key"] == m["cache_key"]
+  # The command's one stdout line says where it is and that it was cached.
+  line = C.summary_line(m2, tmp_path / "out2")
+  assert line.startswith(f"corpus: {m2['total_docs']} docs, ")
+  assert str(tmp_path / "out2") in line and m["cache_key"] in line
+  assert "cached" not in C.summary_line(m, tmp_path / "out")
   assert (tmp_path / "out2" / "code.jsonl").read_bytes() == first
   saved = json.loads((tmp_path / "out2" / "manifest.json").read_text())
   assert saved["skipped_domains"] == m["skipped_domains"]

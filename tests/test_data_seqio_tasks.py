@@ -185,8 +185,9 @@ def test_missing_task_and_module_are_one_line_errors(user_tasks, tmp_path):
     config_lib.validate(c)
 
 
-def test_ddo_stage_through_the_cli_over_user_tasks(tmp_path):
-  """A DDO stage over user Tasks named like the domains (no seqio_tasks)."""
+def test_whole_study_through_the_cli_over_user_tasks(tmp_path):
+  """DDO, projection, final runs and the report over user Tasks named like
+  the domains (no seqio_tasks), through the command line."""
   root = str(tmp_path / "tasks")
   os.makedirs(root)
   module, _ = _write_user_tasks(root, "", docs_per_domain=200)
@@ -195,14 +196,100 @@ def test_ddo_stage_through_the_cli_over_user_tasks(tmp_path):
   env.pop("XLA_FLAGS", None)
   workdir = tmp_path / "wd"
   r = subprocess.run(
-      [sys.executable, "-m", "autoscale_jax.main", "--stage=ddo",
+      [sys.executable, "-m", "autoscale_jax.main", "--stage=all",
        "--config=configs/micro.py", f"--workdir={workdir}",
        "--config.data.source=seqio", f"--config.data.seqio_module={module}",
-       "--config.ddo.bootstrap=0"],
+       "--config.data.domains=('alpha', 'beta')", "--config.ddo.bootstrap=0",
+       "--config.run.swarm=off", "--config.project.target_tokens=16384"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+  domains = ["alpha", "beta"]  # two of the Tasks (fewer runs: faster)
   with open(workdir / "ddo" / "budget_0" / "mixture.json") as f:
     mix = json.load(f)
-  assert set(mix["weights"]) == set(DOMAINS)
+  assert set(mix["weights"]) == set(domains)
   records = os.listdir(workdir / "store")
-  assert len(records) == 2 * (2 * len(DOMAINS) + 1)
+  # 2 budgets x (2m + 1) DDO runs, then the final runs: projected, uniform.
+  assert len(records) == 2 * (2 * len(domains) + 1) + 2
+  with open(workdir / "project" / "mixture.json") as f:
+    projected = json.load(f)
+  assert set(projected["weights"]) == set(domains)
+  assert projected["budget_tokens"] == pytest.approx(16384, rel=1e-3)
+  with open(workdir / "final" / "comparison.json") as f:
+    comparison = json.load(f)
+  assert set(comparison["final_eval"]) == {"projected", "uniform"}
+  # The exported seqio mixture names the user's Tasks.
+  export = (workdir / "project" / "export").rglob("*seqio*")
+  assert any(all(f'"{d}"' in p.read_text() or f"'{d}'" in p.read_text()
+                 for d in domains) for p in export if p.is_file())
+  assert (workdir / "report" / "index.html").exists()
+  assert r.stdout.splitlines()[-1].startswith("comparison:")
+  # The Tasks were read once: later stages used the cached token streams.
+  assert len(os.listdir(workdir / "cache" / "seqio")) == len(domains)
+
+
+def _register_counting_tasks(prefix, lines, vocab, calls):
+  """Tasks over ``lines`` whose source counts its reads in ``calls``."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del shuffle_files, seed
+    calls.append(split)
+    return tf.data.Dataset.from_tensor_slices(lines).map(
+        lambda line: {"targets": line})
+
+  for d in DOMAINS:
+    seqio.TaskRegistry.remove(f"{prefix}{d}")
+    seqio.TaskRegistry.add(
+        f"{prefix}{d}", source=seqio.FunctionDataSource(dataset_fn, ["train"]),
+        preprocessors=[seqio.preprocessors.tokenize,
+                       seqio.preprocessors.append_eos],
+        output_features={"targets": seqio.Feature(vocab, add_eos=True)},
+        metric_fns=[])
+
+
+def test_second_prepare_data_reads_the_cache_not_the_tasks(user_tasks,
+                                                           tmp_path):
+  _, module, splits = user_tasks
+  with open(splits["h8u_alpha"]["train"], encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  vocab = seqio.get_mixture_or_task("h8u_alpha").output_features[
+      "targets"].vocabulary
+  calls = []
+  _register_counting_tasks("h8c_", lines, vocab, calls)
+  c = _config(module, "h8c_")
+  first = pipeline.prepare_data(c, str(tmp_path))
+  assert calls == ["train"] * len(DOMAINS)  # each Task read once
+  cached = os.listdir(tmp_path / "cache" / "seqio")
+  assert len(cached) == len(DOMAINS)
+  # A second stage of the study: no read of any Task, the same data.
+  second = pipeline.prepare_data(c, str(tmp_path))
+  assert calls == ["train"] * len(DOMAINS)
+  assert second.fingerprints == first.fingerprints
+  for d in DOMAINS:
+    np.testing.assert_array_equal(second.train_streams[d],
+                                  first.train_streams[d])
+    np.testing.assert_array_equal(second.heldout_streams[d],
+                                  first.heldout_streams[d])
+  # Another workdir has its own cache (keyed under the workdir).
+  pipeline.prepare_data(c, str(tmp_path / "other"))
+  assert calls == ["train"] * 2 * len(DOMAINS)
+
+
+def test_changed_task_file_is_read_again(user_tasks, tmp_path):
+  _, module, splits = user_tasks
+  c = _config(module, "h8u_")
+  first = pipeline.prepare_data(c, str(tmp_path))
+  path = splits["h8u_beta"]["train"]
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  try:
+    with open(path, "w", encoding="utf-8") as f:  # one document fewer
+      f.write("\n".join(text.splitlines()[1:]) + "\n")
+    second = pipeline.prepare_data(c, str(tmp_path))
+  finally:
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(text)
+  assert second.num_docs["beta"] == first.num_docs["beta"] - 1
+  assert second.fingerprints["beta"] != first.fingerprints["beta"]
+  assert second.fingerprints["alpha"] == first.fingerprints["alpha"]
+  assert len(os.listdir(tmp_path / "cache" / "seqio")) == len(DOMAINS) + 1

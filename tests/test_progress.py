@@ -3,6 +3,7 @@
 import io
 
 from autoscale_jax import tfenv
+from autoscale_jax.study import console
 from autoscale_jax.study import progress
 from autoscale_jax.train import runlog
 
@@ -105,3 +106,42 @@ def test_filter_startup_log():
       "E0000 00:00:1796142926.863477   12888 x.cc:1] broken",
       "a Python warning"]
   assert tfenv.filter_startup_log(text, 3) == "a Python warning\n"
+
+
+def test_noise_line_is_one_line_with_each_domains_signal():
+  noise = {"num_seeds": 2, "metric": "ppl_seq", "seed_noise": 0.01234,
+           "signal_to_noise": 2.5,
+           "domains": {"alpha": {"snr": 3.1, "signal": True},
+                       "beta": {"snr": 0.4, "signal": False}},
+           "notes": ["a note"]}
+  line = console.noise_line(noise, "DDO budget 1 noise at 4096 tokens")
+  assert "\n" not in line
+  assert line == ("DDO budget 1 noise at 4096 tokens, ppl_seq (2 seeds): seed "
+                  "noise 0.0123, domain signal 2.50x its noise; SNR alpha "
+                  "3.10 yes, beta 0.40 no; note: a note")
+  # One seed: no SNR to show, the note says why.
+  noise.update(num_seeds=1, seed_noise=None, signal_to_noise=None,
+               notes=["one seed"],
+               domains={d: {"snr": None, "signal": None}
+                        for d in ("alpha", "beta")})
+  assert console.noise_line(noise, "t") == (
+      "t, ppl_seq (1 seed): seed noise n/a, domain signal of unknown noise; "
+      "note: one seed")
+
+
+def test_per_domain_warnings_of_one_kind_are_one_line():
+  warnings = ["domain 'a': no curve fits the 3 points; rms 0.0383",
+              "no noise estimate (one seed)",
+              "domain 'b': no curve fits the 3 points; rms 0.04",
+              "domain 'c': at the upper bound 3x",
+              "domain 'd': no curve fits the 3 points; rms 1e-05"]
+  assert console.grouped_warnings(warnings) == [
+      "domains a, b, d: no curve fits the 3 points; rms 0.0383 (numbers of "
+      "a; each domain's in the mixture file)",
+      "no noise estimate (one seed)",
+      "domain 'c': at the upper bound 3x"]
+
+
+def test_names_line_shows_the_first_few():
+  assert console.names_line(["a", "b"]) == "a, b"
+  assert console.names_line(list("abcdef")) == "a, b, c and 3 more"

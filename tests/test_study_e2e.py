@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+import run_events
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOMAINS = ("alpha", "beta", "gamma")
 
@@ -69,6 +71,13 @@ def test_all_stages_ran(study):
   assert (workdir / "final" / "comparison.json").exists()
 
 
+# stdout lines of a micro --stage=all besides the one line per finished run
+# (measured, 3 domains, 2 budgets: stage headers, data and store, each
+# budget's header, optimum, grouped fit warnings and noise line, projection
+# and estimators, verdict, summary); none of them grows with the runs.
+FIXED_LINES = 54
+
+
 def test_output_is_short_and_ends_with_the_summary(study):
   workdir, out, err = study
   lines = out.splitlines()
@@ -80,6 +89,8 @@ def test_output_is_short_and_ends_with_the_summary(study):
   runs = 2 * (2 * len(DOMAINS) + 1) + 2
   run_lines = [l for l in lines if TRAINED.search(l)]
   assert len(run_lines) == runs
+  assert len(lines) <= runs + FIXED_LINES, "\n".join(lines)
+  assert not err.strip(), err  # nothing on stderr
   assert run_lines[-1].endswith(f"[study] {runs}/{runs} runs done")
   assert f"[study] 1/{runs} runs done, {runs - 1} to go, ETA " in out
   # TensorFlow's C++ start-up lines are filtered out of both streams.
@@ -96,6 +107,26 @@ def test_output_is_short_and_ends_with_the_summary(study):
   assert summary[-2].endswith(str(workdir / "project" / "export" / "README.md"))
   assert summary[-1].endswith(str(workdir / "final" / "comparison.md"))
   assert len(summary) == 1 + len(sentences) + 6
+
+
+def test_every_run_logs_per_domain_evals_and_its_mixture(study):
+  """TensorBoard of every DDO and final run: eval/<domain>/<metric> at each
+  evaluation (the record's curve) and the run's tokens as hparams."""
+  workdir, *_ = study
+  store = workdir / "store"
+  for path in sorted(store.iterdir()):
+    record = _json(path)
+    scalars, hparams = run_events.tensorboard(record["run_dir"])
+    for point in record["curve"]:
+      for d in DOMAINS:
+        for m, v in point["domains"][d].items():
+          assert scalars[f"eval/{d}/{m}"][point["step"]] == pytest.approx(
+              v, rel=1e-6), (path.name, d, m)
+    total = sum(record["tokens"].values())
+    assert hparams["budget_tokens"] == pytest.approx(total)
+    for d, t in record["tokens"].items():
+      assert hparams[f"weight/{d}"] == pytest.approx(t / total)
+      assert hparams[f"tokens/{d}"] == pytest.approx(t)
 
 
 def test_report_names_domains_and_matches_json(study):
@@ -178,8 +209,10 @@ def test_changed_config_reports_stale_and_retrains(study):
   workdir, *_ = study
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
              "--config.train.learning_rate=0.001")
-  assert "stale record for b0_base_s0" in out
-  assert "stale record for b1_base_s0" in out
+  # One line for every stale record of both budgets, the first named.
+  stale = 2 * (2 * len(DOMAINS) + 1)
+  [line] = [l for l in out.splitlines() if "stale record" in l]
+  assert line.startswith(f"store: {stale} stale records (b0_base_s0, "), line
   assert len([n for n in TRAINED.findall(out) if re.match(r"b\d_", n)]) == \
       2 * (2 * len(DOMAINS) + 1)
 

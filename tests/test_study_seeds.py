@@ -80,16 +80,16 @@ def test_ddo_optima_carry_the_noise_and_print_it(study):
     assert set(noise["domains"]) == set(DOMAINS)
     for row in noise["domains"].values():
       assert row["snr"] >= 0 and isinstance(row["signal"], bool)
-    # One table per budget, after that budget's optimum, one row a domain,
-    # each saying whether the domain's signal exceeds the noise.
+    # One line per budget, after that budget's optimum, naming each domain
+    # with its SNR and whether its signal exceeds the noise.
     head = f"DDO budget {k + 1} noise at {budget:.4g} tokens"
     assert out.index(f"DDO optimum at {budget:.4g} tokens") < out.index(head)
-    table = out[out.index(head):].split("\n")
+    [line] = [ln for ln in out.splitlines() if ln.startswith(head)]
     for d, row in noise["domains"].items():
-      line = next(ln for ln in table if ln.strip().startswith(d + " "))
-      assert line.split()[-1] == ("yes" if row["signal"] else "no"), line
+      verdict = "yes" if row["signal"] else "no"
+      assert f" {d} {row['snr']:.2f} {verdict}" in line, line
     if not noise["signal_domains"]:
-      assert "the optimum at this budget follows noise" in out
+      assert "the optimum at this budget follows noise" in line
     assert mix["provenance"]["budget_tokens"] == budget
     assert mix["budget_tokens"] == pytest.approx(budget, rel=1e-3)
     assert len(mix["provenance"]["runs"]) == 2 * (2 * len(DOMAINS) + 1)

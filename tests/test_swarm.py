@@ -7,6 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import run_events
 from autoscale_jax import config as config_lib
 from autoscale_jax.train import swarm, trainer
 from autoscale_jax.train.synthetic import SyntheticBatches
@@ -87,6 +88,17 @@ def test_swarm_equals_sequential_and_finished_runs_freeze(tmp_path,
   for i, (a, b) in enumerate(zip(got, seq)):
     _assert_results_close(a, b)
     assert json.loads((dirs[i] / "result.json").read_text()) == a
+    # Each member's TensorBoard: its per-domain evals and its own mixture.
+    scalars, hparams = run_events.tensorboard(dirs[i])
+    for d, values in a["final_eval"]["domains"].items():
+      for m, v in values.items():
+        assert scalars[f"eval/{d}/{m}"][STEPS[i]] == pytest.approx(v, rel=1e-6)
+    src = _sources()[i]
+    assert hparams["data_seed"] == src.seed and hparams["init_seed"] == c.seed
+    for d, t in src.tokens_per_domain.items():
+      assert hparams[f"tokens/{d}"] == pytest.approx(t)
+      assert hparams[f"weight/{d}"] == pytest.approx(
+          t / sum(src.tokens_per_domain.values()))
   stacked = _restore_flat(tmp_path / "swarm" / "checkpoints", max(STEPS))
   # Each member stopped at its own last step (5 and 8 of the swarm's 11).
   np.testing.assert_array_equal(stacked["step"], STEPS)

@@ -722,7 +722,7 @@ def _bundle(config, tokenizer, fps, train_streams, heldout_streams, held,
 def _prepare_seqio(config, cache_dir: str) -> DataBundle:
   """``data.source = "seqio"``: the domains are the user's registered Tasks."""
   t0 = time.time()
-  vocab, doms = seqio_source.read_tasks(config)
+  vocab, doms = seqio_source.read_tasks(config, cache_dir=cache_dir)
   tokenizer = tok_lib.SeqioVocabularyTokenizer(vocab)
   eos = tokenizer.eos_id
   train, held_out, held, fps = {}, {}, {}, {}

@@ -189,11 +189,15 @@ def _say_status(study: core.Study, runs: list[Planned]) -> None:
   status = study.store.status(keyed)
   console.say(f"store: {len(status['done'])} of {len(keyed)} DDO runs done, "
               f"{len(status['missing'])} to train")
-  for st in status["stale"]:
+  stale = status["stale"]
+  if stale:  # one line, however many
+    first = stale[0]
     console.say(
-        f"store: stale record for {st['name']} (fingerprint "
-        f"{st['fingerprint'][:10]}, expected {st['expected'][:10]}: the "
-        "config, data or tokenizer changed); it is kept but not reused")
+        f"store: {len(stale)} stale record{'s' if len(stale) != 1 else ''} "
+        f"({console.names_line([st['name'] for st in stale])}; e.g. "
+        f"{first['name']}: fingerprint {first['fingerprint'][:10]}, expected "
+        f"{first['expected'][:10]}): the config, data or tokenizer changed; "
+        "kept but not reused")
 
 
 def provenance(study: core.Study, k: int,
@@ -272,7 +276,7 @@ def _fit(study: core.Study, k: int, runs: list[records.PlannedRun]
   distributed.write_once(f"fit budget {k}", write)
   console.print_mixture(f"DDO optimum at {c.ddo.budgets[k]:.4g} tokens",
                         mixture)
-  console.say(noise_lib.format_noise_table(
+  console.say(console.noise_line(
       mixture.noise, title=f"DDO budget {k + 1} noise at "
       f"{c.ddo.budgets[k]:.4g} tokens"))
   return []

@@ -3,7 +3,13 @@
 * ``metrics.jsonl``: one train record per log step (``train_record``).
 * ``curve.jsonl``: one eval point per eval step (``{"step", "tokens",
   "domains", "aggregate"}``).
-* TensorBoard event files (clu writer) with the same scalars.
+* TensorBoard event files (clu writer) with the same scalars: the train
+  metrics, ``eval/<metric>`` (the aggregate) and ``eval/<domain>/<metric>``
+  at every evaluation, and the run's mixture as hyperparameters
+  (:func:`run_hparams`: weights, tokens per domain, budget, seeds).
+* Weights & Biases (``config.log.wandb_project``, optional): the same
+  scalars, and the hyperparameters as the W&B run's config
+  (``wandb_writer``).
 * ``result.json``: the finished run (``make_result``), written atomically
   last; a run whose ``result.json`` exists is finished (``read_finished``).
 
@@ -24,7 +30,9 @@ from absl import logging
 from etils import epath
 
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text
+from autoscale_jax import config as config_lib
 from autoscale_jax.train import metrics as metrics_lib
+from autoscale_jax.train import wandb_writer
 
 
 def read_jsonl(path: epath.Path) -> list[dict]:
@@ -89,16 +97,79 @@ def make_result(num_steps: int, tokens_per_domain: Mapping[str, float],
           "curve": [c for c in curve if c["step"] < num_steps] + [final]}
 
 
-class RunLog:
-  """Writes one run's log files (process 0) and TensorBoard scalars."""
+def run_hparams(tokens_per_domain: Mapping[str, float], *,
+                data_seed: int | None, init_seed: int | None
+                ) -> dict[str, float | int]:
+  """A run's mixture as flat hyperparameters.
 
-  def __init__(self, workdir: str | os.PathLike):
+  ``{"budget_tokens", "data_seed", "init_seed", "weight/<domain>",
+  "tokens/<domain>"}`` (a seed that is None is left out); the weights are the
+  tokens' shares of the budget.
+  """
+  budget = float(sum(float(t) for t in tokens_per_domain.values()))
+  hparams: dict[str, float | int] = {"budget_tokens": budget}
+  for key, seed in (("data_seed", data_seed), ("init_seed", init_seed)):
+    if seed is not None:
+      hparams[key] = int(seed)
+  for d, t in tokens_per_domain.items():
+    hparams[f"weight/{d}"] = float(t) / budget if budget else 0.0
+  for d, t in tokens_per_domain.items():
+    hparams[f"tokens/{d}"] = float(t)
+  return hparams
+
+
+def eval_scalars(point: Mapping[str, Any]) -> dict[str, float]:
+  """An eval point's scalars: ``eval/<metric>`` (aggregate) and
+  ``eval/<domain>/<metric>``."""
+  out = {f"eval/{k}": v for k, v in point["aggregate"].items()
+         if v is not None}
+  for d, values in point.get("domains", {}).items():
+    out.update({f"eval/{d}/{k}": v for k, v in values.items()
+                if v is not None})
+  return out
+
+
+class RunLog:
+  """Writes one run's log files (process 0), TensorBoard and W&B scalars.
+
+  Args:
+    workdir: the run's directory.
+    hparams: the run's hyperparameters (:func:`run_hparams`), written once
+      at opening (TensorBoard's hparams, W&B's config).
+    wandb: W&B settings (None: no W&B run).
+    wandb_config: more W&B config (e.g. the recipe) beside ``hparams``.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *,
+               hparams: Mapping[str, Any] | None = None,
+               wandb: wandb_writer.WandbSettings | None = None,
+               wandb_config: Mapping[str, Any] | None = None):
     self.workdir = epath.Path(workdir)
     self.primary = jax.process_index() == 0
     self.metrics_path = self.workdir / "metrics.jsonl"
     self.curve_path = self.workdir / "curve.jsonl"
+    extra = []
+    if wandb is not None and self.primary:
+      extra.append(wandb_writer.open_writer(
+          wandb, name=self.workdir.name, run_dir=os.fspath(self.workdir),
+          config={**dict(wandb_config or {}), **dict(hparams or {})}))
     self.writer = metrics_lib.create_writer(self.workdir,
-                                            just_logging=not self.primary)
+                                            just_logging=not self.primary,
+                                            extra=extra)
+    if hparams:
+      self.writer.write_hparams(dict(hparams))
+
+  @classmethod
+  def for_run(cls, config: Any, workdir: str | os.PathLike,
+              tokens_per_domain: Mapping[str, float], *,
+              data_seed: int | None, init_seed: int | None) -> RunLog:
+    """The log of one training run of ``config`` (its mixture as hparams)."""
+    settings = wandb_writer.WandbSettings.from_config(config)
+    return cls(workdir,
+               hparams=run_hparams(tokens_per_domain, data_seed=data_seed,
+                                   init_seed=init_seed),
+               wandb=settings,
+               wandb_config=config_lib.recipe(config) if settings else None)
 
   def resume(self, step: int) -> list[dict]:
     """The curve points up to ``step``; drops both logs' lines past it."""
@@ -120,10 +191,9 @@ class RunLog:
     self._append(self.metrics_path, record)
 
   def log_eval(self, point: dict) -> None:
-    """An eval point: to ``curve.jsonl`` and TensorBoard (``eval/...``)."""
+    """An eval point: to ``curve.jsonl`` and the writers (:func:`eval_scalars`)."""
     self._append(self.curve_path, point)
-    self.writer.write_scalars(point["step"], {
-        f"eval/{k}": v for k, v in point["aggregate"].items() if v is not None})
+    self.writer.write_scalars(point["step"], eval_scalars(point))
 
   def write_result(self, result: dict) -> None:
     """Writes ``result.json`` atomically (the run is finished from now on)."""

@@ -285,7 +285,9 @@ class _Swarm:
                compaction: str, batches_list: Sequence[BatchSource],
                eval_sets: Mapping[str, Mapping[str, np.ndarray]],
                dirs: Sequence[epath.Path], seeds: Sequence[int],
-               results: list[dict | None], settings: RunSettings, label: str):
+               results: list[dict | None], settings: RunSettings, label: str,
+               config: Any):
+    self.config = config  # for each member's run log
     self.compiled, self.layout, self.compaction = compiled, layout, compaction
     self.batches_list, self.eval_sets = batches_list, eval_sets
     self.dirs, self.seeds, self.results = dirs, seeds, results
@@ -330,9 +332,12 @@ class _Swarm:
                          f"lengths {meta['num_steps']}; delete it")
       self.start = start
     self.max_steps = max(self.steps_all[k] for k in self.members)
-    self.logs = {k: runlog.RunLog(self.dirs[k]) for k in self.members}
     for k in self.members:
       self.dirs[k].mkdir(parents=True, exist_ok=True)
+    self.logs = {k: runlog.RunLog.for_run(
+        self.config, self.dirs[k], self.batches_list[k].tokens_per_domain,
+        data_seed=getattr(self.batches_list[k], "seed", None),
+        init_seed=self.seeds[k]) for k in self.members}
     return meta
 
   def begin(self, meta: dict | None) -> None:
@@ -598,7 +603,7 @@ def train_swarm(config: Any, batches_list: Sequence[BatchSource],
                  batches_list=batches_list, eval_sets=eval_sets, dirs=dirs,
                  seeds=seeds, results=results,
                  settings=RunSettings.from_config(config, eval_every_steps),
-                 label=label)
+                 label=label, config=config)
   try:
     meta = swarm.open(
         epath.Path(swarm_dir) if swarm_dir else default_swarm_dir(dirs), todo)

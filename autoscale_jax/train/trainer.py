@@ -381,7 +381,8 @@ class _RunLoop:
 
   def __init__(self, compiled: Compiled, batches: BatchSource,
                eval_sets: Mapping[str, Mapping[str, np.ndarray]],
-               settings: RunSettings, workdir: epath.Path, label: str):
+               settings: RunSettings, workdir: epath.Path, label: str,
+               log: runlog.RunLog):
     self.compiled, self.batches, self.eval_sets = compiled, batches, eval_sets
     self.settings, self.workdir, self.label = settings, workdir, label
     self.num_steps = int(batches.num_steps)
@@ -389,7 +390,7 @@ class _RunLoop:
     self.steps = runlog.StepLine()  # per-step progress (terminal/--verbosity)
     self.mgr = checkpoint.manager(workdir / "checkpoints",
                                   max_to_keep=settings.keep_checkpoints)
-    self.log = runlog.RunLog(workdir)
+    self.log = log
     self.pending = cadence.MetricsQueue()  # (end step, (metrics, updates))
     self.state: State = {}
     self.start = self.last_saved = 0
@@ -554,7 +555,10 @@ def train_run(config: Any, batches: BatchSource,
   compiled = get_compiled(config, vocab_size)
   loop = _RunLoop(compiled, batches, eval_sets,
                   RunSettings.from_config(config, eval_every_steps), workdir,
-                  label)
+                  label, runlog.RunLog.for_run(
+                      config, workdir, batches.tokens_per_domain,
+                      data_seed=getattr(batches, "seed", None),
+                      init_seed=int(config.seed)))
   try:
     with jax.set_mesh(compiled.mesh):
       loop.begin(int(config.seed))

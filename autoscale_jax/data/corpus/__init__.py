@@ -22,7 +22,7 @@ build parameters and the package versions, so a second build is a copy.
 
 from autoscale_jax.data.corpus.build import (BUILDER_VERSION, DEFAULT_CACHE,
                                              build_corpus, build_from_roots,
-                                             main)
+                                             main, summary_line)
 from autoscale_jax.data.corpus.clean import (NUM_PERM, PROSE_QUALITY,
                                              NearDupIndex, code_ok, minhash,
                                              normalise, sha256, stopword_ratio)
@@ -48,4 +48,5 @@ __all__ = [
     "pack", "parse_domains", "r_unserialize", "read_rdb", "read_text",
     "safe_unpickle", "sha256", "split_at", "split_paragraphs",
     "stopword_ratio", "strip_gutenberg", "strip_pod", "strip_wiki",
+    "summary_line",
 ]

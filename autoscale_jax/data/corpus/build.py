@@ -212,8 +212,7 @@ def build_corpus(out_dir: str | Path, domains: str | Sequence[str] | None = DOMA
         tmp, fetched, domains, max_mb, near_dup, min_chars, log))
     cached = False
   else:
-    log(f"corpus: using cached build {built}")
-    cached = True
+    cached = True  # the closing line says so
   manifest = json.loads((built / "manifest.json").read_text())
   for domain in manifest["domains"]:
     link_or_copy(built / f"{domain}.jsonl", out / f"{domain}.jsonl")
@@ -222,10 +221,16 @@ def build_corpus(out_dir: str | Path, domains: str | Sequence[str] | None = DOMA
                    "seconds": round(time.perf_counter() - t0, 2)})
   atomic_write(out / "manifest.json",
                 (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-  log(f"corpus: {manifest['total_docs']} docs, "
-      f"{manifest['total_bytes'] / 1e6:.1f} MB in {out} "
-      f"({manifest['seconds']} s{', cached' if cached else ''})")
   return manifest
+
+
+def summary_line(manifest: dict[str, Any], out_dir: str | Path) -> str:
+  """The one line a build ends with (docs, size, where, time, cached)."""
+  cached = (f", cached build {manifest['cache_key']}" if manifest["cached"]
+            else "")
+  return (f"corpus: {manifest['total_docs']} docs, "
+          f"{manifest['total_bytes'] / 1e6:.1f} MB in {out_dir} "
+          f"({manifest['seconds']} s{cached})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,8 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   ap.add_argument("--min-chars", type=int, default=1000)
   args = ap.parse_args(argv)
   try:
-    build_corpus(args.out, args.domains, args.max_mb, args.cache, args.near_dup,
-                 args.min_chars, log=lambda m: print(m, file=sys.stderr))
+    # The build's progress (fresh builds only) on stderr; one line on stdout.
+    manifest = build_corpus(args.out, args.domains, args.max_mb, args.cache,
+                            args.near_dup, args.min_chars,
+                            log=lambda m: print(m, file=sys.stderr))
+    print(summary_line(manifest, args.out), flush=True)
   except CorpusError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
