@@ -85,6 +85,19 @@ def test_warm_start_reads_no_raw_text(study, monkeypatch):
   _assert_same(_batches(pipeline.prepare_data(_config(wd), wd)), ref)
 
 
+def test_sentencepiece_warm_start_reads_no_raw_text(tmp_path, monkeypatch):
+  wd = str(tmp_path / "wd")
+  c = _config(wd)
+  c.data.tokenizer = "sentencepiece"
+  c.data.vocab_size = 400
+  cold = pipeline.prepare_data(c, wd)
+  _no_raw_reads(monkeypatch)
+  warm = pipeline.prepare_data(c, wd)
+  assert warm.tokenizer.fingerprint == cold.tokenizer.fingerprint
+  assert warm.fingerprints == cold.fingerprints
+  _assert_same(_batches(warm), _batches(cold))
+
+
 def test_verify_passes_on_a_good_cache(study, capsys):
   wd, _ = study
   assert _verify(wd) == 0
