@@ -522,6 +522,31 @@ def require_finished(planned: Sequence[str], finished: Iterable[str],
         "then run --stage=fit again")
 
 
+def fit_points(data: RunsData, agg: Mapping[str, float],
+               base_agg: Mapping[int, float]
+               ) -> tuple[dict[str, tuple[list, list]], dict[str, list]]:
+  """The fit's points per domain and what each point is.
+
+  Returns:
+    ``({domain: (xs, ys)}, {domain: [(run name | None, seed)]})``: one point
+    ``(1, 1)`` per seed (its base run, name None), then every run perturbing
+    the domain with ``y = aggregate / its seed's base aggregate``.
+  """
+  domains = data.domains
+  pts: dict[str, tuple[list, list]] = {d: ([], []) for d in domains}
+  meta: dict[str, list] = {d: [] for d in domains}
+  for s in sorted(data.bases):
+    for d in domains:
+      pts[d][0].append(1.0); pts[d][1].append(1.0); meta[d].append((None, s))
+  for r in data.runs:
+    if r["domain"] is not None:
+      d = r["domain"]
+      pts[d][0].append(r["x"])
+      pts[d][1].append(agg[r["name"]] / base_agg[r["seed"]])
+      meta[d].append((r["name"], r["seed"]))
+  return pts, meta
+
+
 def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
                   metric: str | None = None,
                   target_domains: Mapping[str, float] | None = None,
@@ -569,19 +594,7 @@ def fit_and_solve(runs: RunsData | str | Mapping[str, Any],
       raise RunsError(f"run {data.bases[s]!r}: field tokens: the base mixture "
                       f"of seed {s} differs from seed {seeds[0]}'s")
 
-  # Points per domain: one (1, 1) per seed plus the runs perturbing it.
-  pts: dict[str, tuple[list, list]] = {d: ([], []) for d in domains}
-  meta: dict[str, list] = {d: [] for d in domains}  # (run name | None, seed)
-  for s in seeds:
-    for d in domains:
-      pts[d][0].append(1.0); pts[d][1].append(1.0); meta[d].append((None, s))
-  for r in data.runs:
-    if r["domain"] is not None:
-      d = r["domain"]
-      pts[d][0].append(r["x"])
-      pts[d][1].append(agg[r["name"]] / base_agg[r["seed"]])
-      meta[d].append((r["name"], r["seed"]))
-
+  pts, meta = fit_points(data, agg, base_agg)
   _check_points_finite(pts, meta, data.bases)
   lo, hi = _bounds(bounds, domains, {d: pts[d][0] for d in domains},
                    upper_bound)
@@ -717,7 +730,8 @@ def _warm_bootstrap(replicates: int, m: int, points: int
 
 def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
                warm: threading.Event | None = None,
-               shared_sd: float | None = None) -> np.ndarray:
+               shared_sd: float | None = None,
+               y_draws: np.ndarray | None = None) -> np.ndarray:
   """Optimal weights ``[reps, m]`` of parametric-bootstrap replicates.
 
   Every replicate's noise is drawn at once (one ``[reps, runs + seeds]``
@@ -730,6 +744,9 @@ def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
   draw of relative sd ``sd``. Given (the paired model, :func:`paired_noise`):
   y itself is redrawn, each perturbed run with its own draw of sd ``sd`` plus
   one draw of sd ``shared_sd`` shared by its seed's runs at the same x.
+  ``y_draws`` given (``[reps, m, k]`` in :func:`powerlaw.pad_points`' layout;
+  bench/interval_coverage.py's candidate noise models): those replicates are
+  refitted as they are (``sd`` and ``shared_sd`` unused).
   """
   m = len(domains)
   x, _, mask = powerlaw.pad_points(pts, domains)
@@ -779,7 +796,9 @@ def _bootstrap(domains, pts, meta, fits, a, b, lo, hi, w0, sd, reps, seed,
     # the fitter and the solver compile once.
     idx = np.minimum(np.arange(start, start + chunk), reps - 1)
     zc = z[idx]
-    if shared_sd is None:
+    if y_draws is not None:
+      y = y_draws[idx]
+    elif shared_sd is None:
       y = mu[None] * (1.0 + sd * zc[:, run_ix]) / (1.0 + sd * zc[:, base_ix])
     else:
       y = mu[None] * (1.0 + sd * zc[:, run_ix]
