@@ -24,6 +24,8 @@ starting with "error:" and exits with status 2.
 
 from __future__ import annotations
 
+import ast
+import re
 import sys
 
 from autoscale_jax import tfenv
@@ -37,14 +39,35 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from autoscale_jax import config as config_lib  # noqa: E402
+from autoscale_jax import config_file  # noqa: E402
 from autoscale_jax import errors  # noqa: E402
 
 _STAGE = flags.DEFINE_enum(
     "stage", None, list(config_lib.STAGES),
     "Which stage to run: " + ", ".join(config_lib.STAGES) + ".")
+
+
+class _StudyConfigParser(flags.ArgumentParser):
+  """--config: a config file path or a built-in name (config_file.load)."""
+
+  def parse(self, argument: str):
+    config = config_file.load(argument)
+    config.lock()
+    return config
+
+  def flag_type(self) -> str:
+    return "config object"
+
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Study config file, e.g. configs/demo.py.",
+    "config", None,
+    "Study config: a file (configs/demo.py) or a built-in name (demo, micro, "
+    "gpt2_small_redpajama, ...).",
     lock_config=True)
+# ml_collections loads the file with its own parser (errors as tracebacks,
+# paths relative to the working directory only); ours resolves built-in names
+# and raises config_file.ConfigFileError, one line.
+flags.FLAGS["config"].parser = _StudyConfigParser()
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Study directory (local path or gs://).")
 _RESULTS = flags.DEFINE_string(
@@ -133,10 +156,43 @@ def _moved_override(argv: list[str]) -> str | None:
   return None
 
 
+def _unknown_override_message(argv: list[str], e: Exception) -> str:
+  """One plain line for a --config.* override naming no config key.
+
+  ml_collections raises a KeyError/AttributeError whose text is the key's
+  repr plus, when a key is close, 'Did you mean "KEY" instead of ...?'.
+  """
+  text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+  for _ in range(3):  # a KeyError re-raised from a KeyError holds its repr
+    try:
+      unquoted = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      break
+    if not isinstance(unquoted, str):
+      break
+    text = unquoted
+  first, _, rest = text.partition("\n")
+  key = first.strip().strip("'\"")
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:]
+               if a.startswith("--config.")]
+  path = next((o for o in overrides if key in o.split(".")), key)
+  suggestion = re.search(r'Did you mean "([^"]+)"', rest)
+  if suggestion:
+    parts = path.split(".")
+    fixed = ".".join(suggestion.group(1) if p == key else p for p in parts)
+    fix = f"did you mean --config.{fixed}?"
+  else:
+    fix = "see the config file (or autoscale_jax/config.py) for the keys"
+  return f"--config.{path}: no such config key; {fix}"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag or config override is a one-line error, exit 2."""
   try:
     return flags.FLAGS(argv)
+  except errors.UserError as e:  # the config file (config_file.load)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   except SystemExit as e:  # absl's --help exits with 1; help is not an error
     wants_help = any(a in ("--help", "-h", "--helpfull", "--helpshort")
                      for a in argv[1:])
@@ -146,9 +202,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if moved:
       print(f"error: {moved}", file=sys.stderr)
       sys.exit(2)
-    key = str(e).strip().strip('"').strip("'")
-    print(f"error: unknown config key {key!r} in a --config.* override; "
-          "see the config file for the keys", file=sys.stderr)
+    print(f"error: {_unknown_override_message(argv, e)}", file=sys.stderr)
     sys.exit(2)
   except (flags.Error, TypeError, ValueError) as e:
     msg = str(e).strip().splitlines()[0]
