@@ -18,13 +18,19 @@ Stages:
   report   write report/index.html and report/README.md with figures.
   all      ddo -> project -> final -> report, resuming what the workdir holds.
 
-A user error (bad config, bad input file, missing data) prints one line
-starting with "error:" and exits with status 2.
+--config takes a file (configs/demo.py, from any directory) or the name of a
+built-in config (demo, micro, gpt2_small_redpajama, ...).
+
+A user error (bad config, bad input file, missing data, a path that cannot be
+read or written) prints one line starting with "error:" and exits with
+status 2.
 """
 
 from __future__ import annotations
 
 import ast
+import errno
+import os
 import re
 import sys
 
@@ -93,6 +99,52 @@ class UsageError(errors.UserError, ValueError):
   """Wrong combination of command-line flags."""
 
 
+def _check_workdir(workdir: str | None) -> None:
+  """A local --workdir is a writable directory (created when missing).
+
+  Checked before any work, so a workdir that is a file or cannot be written
+  fails at once, not after a fit or a training run.
+  """
+  if not workdir or "://" in workdir:
+    return
+  path = os.path.expanduser(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UsageError(f"--workdir={workdir} is a file, not a directory; pass "
+                     "a directory (it is created when missing)")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UsageError(f"--workdir={workdir} cannot be created ({e.strerror}); "
+                     "pass a directory you can write") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise UsageError(f"--workdir={workdir} is not writable; pass a directory "
+                     "you can write")
+
+
+# What to do about an OSError on a user path, by errno.
+_OS_ERROR_FIXES = {
+    errno.EACCES: "check its permissions or choose another --workdir",
+    errno.EPERM: "check its permissions or choose another --workdir",
+    errno.EROFS: "the file system is read-only: choose another --workdir",
+    errno.ENOTDIR: "a part of that path is a file, not a directory",
+    errno.EISDIR: "a file is expected there, not a directory",
+    errno.ENOENT: "check the path",
+    errno.ENOSPC: "free some disk space and run the same command again "
+                  "(finished runs are kept)",
+    errno.EDQUOT: "free some disk space and run the same command again "
+                  "(finished runs are kept)",
+}
+
+
+def os_error_message(e: OSError) -> str:
+  """One line for an OSError on a path: the path, the reason, the fix."""
+  where = str(e.filename)
+  if e.filename2 is not None:
+    where += f" -> {e.filename2}"
+  fix = _OS_ERROR_FIXES.get(e.errno, "check the path and run again")
+  return f"{where}: {e.strerror or e}; {fix}"
+
+
 def _run(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments {argv[1:]}; flags start with --")
@@ -123,6 +175,7 @@ def _run(argv: list[str]) -> None:
       num_workers=_NUM_WORKERS.value,
   )
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
+  _check_workdir(options.workdir)
   if files.handles(stage, options):
     files.run(stage, options, _CONFIG.value)
     return
@@ -139,6 +192,11 @@ def main(argv: list[str]) -> None:
     _run(argv)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:
+    if e.filename is None:  # not about a path: a bug, keep the traceback
+      raise
+    print(f"error: {os_error_message(e)}", file=sys.stderr)
     sys.exit(2)
   except KeyboardInterrupt:
     print("interrupted: finished runs are kept; run the same command again "

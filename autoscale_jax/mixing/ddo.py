@@ -174,26 +174,29 @@ def load_runs(source: str | epath.PathLike | Mapping[str, Any],
     source: a path (local or gs://) or the already-parsed dict.
     domains: the training domains if known (else inferred from the runs).
   """
+  where = "RUNS.json"
   if isinstance(source, Mapping):
     doc = source
   else:
     path = epath.Path(source)
+    where = str(path)
     if not path.exists():
       raise RunsError(f"{path}: no such results file")
     try:
       doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-      raise RunsError(f"{path}: not valid JSON ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise RunsError(f"{path}: not valid JSON ({e}); pass a RUNS.json file "
+                      '({"metric": "ppl" | "loss", "runs": [...]})') from None
   if not isinstance(doc, Mapping):
-    raise RunsError("RUNS.json: the top level must be an object with "
+    raise RunsError(f"{where}: the top level must be an object with "
                     "'metric' and 'runs'")
   metric = doc.get("metric")
   if metric not in ("ppl", "loss"):
-    raise RunsError(f"RUNS.json: field metric={metric!r}: allowed 'ppl', "
+    raise RunsError(f"{where}: field metric={metric!r}: allowed 'ppl', "
                     "'loss'")
   raw = doc.get("runs")
   if not isinstance(raw, list) or not raw:
-    raise RunsError("RUNS.json: field runs must be a non-empty list")
+    raise RunsError(f"{where}: field runs must be a non-empty list")
 
   runs, names = [], set()
   for i, r in enumerate(raw):

@@ -13,7 +13,6 @@ single-seed wording).
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import ml_collections
@@ -82,8 +81,19 @@ class StudyFiles:
     return others[0] if others else None
 
 
-def _json(path) -> Any:
-  return json.loads(path.read_text()) if path.exists() else None
+def _json(path, rerun: str) -> Any:
+  """The file's JSON object (None when missing).
+
+  Raises:
+    RecordError: not a JSON object (names the file and the stage to re-run).
+  """
+  if not path.exists():
+    return None
+  fix = f"run {rerun} again to rewrite it"
+  obj = records.read_json(path, fix)
+  if not isinstance(obj, dict):
+    raise records.RecordError(f"{path} is not a JSON object; {fix}")
+  return obj
 
 
 def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -196,18 +206,18 @@ def load(config: ml_collections.ConfigDict, layout: layout_lib.Layout
   ddo, runs = [], {}
   for k in range(len(config.ddo.budgets)):
     path = layout.budget_mixture(k)
-    if path.exists():
-      ddo.append((k, records.Mixture.from_json(json.loads(path.read_text()),
-                                               str(path))))
-    runs_json = _json(layout.budget_runs(k))
+    mixture = _json(path, "--stage=ddo (or --stage=fit)")
+    if mixture is not None:
+      ddo.append((k, records.Mixture.from_json(mixture, str(path))))
+    runs_json = _json(layout.budget_runs(k), "--stage=ddo (or --stage=fit)")
     if runs_json is not None:
       runs[k] = runs_json
   projected = None
-  if layout.projected_mixture.exists():
-    projected = records.Mixture.from_json(
-        json.loads(layout.projected_mixture.read_text()),
-        str(layout.projected_mixture))
-  comparison = _json(layout.comparison_json)
+  projected_json = _json(layout.projected_mixture, "--stage=project")
+  if projected_json is not None:
+    projected = records.Mixture.from_json(projected_json,
+                                          str(layout.projected_mixture))
+  comparison = _json(layout.comparison_json, "--stage=final")
   store_records = []
   if layout.store.exists():
     store_records = [records.RunRecord.from_json(r, "store record") for r in
@@ -218,7 +228,8 @@ def load(config: ml_collections.ConfigDict, layout: layout_lib.Layout
   return StudyFiles(
       config=config, metric=metric, domains=list(config.data.domains),
       ddo=ddo, runs=runs, projected=projected,
-      estimates=_json(layout.estimates), comparison=comparison,
+      estimates=_json(layout.estimates, "--stage=project"),
+      comparison=comparison,
       verdict=verdict, verdict_source=source, final_runs=final_runs,
       num_records=len(store_records),
       identity=store_records[0].identity if store_records else {})
