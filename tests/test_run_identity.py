@@ -42,7 +42,8 @@ GOLDEN_BASE = "f4a4405ee743171892102bbe35a20bb8f6bd41db7ec66f9edbc41a80ee511bbb"
 # A different valid value for every execution key (config.run).
 RUN_CHANGES = {"steps_per_call": 3, "swarm": "off", "log_every_steps": 7,
                "checkpoint_every_steps": 11, "keep_checkpoints": 5,
-               "eval_batch_size": 32, "remat": True}
+               "eval_batch_size": 32, "remat": True,
+               "keep_after_finish": "all"}
 
 
 def _fingerprint(c, name="ddo_b1_base_s0", seed=0, eval_every=8,
