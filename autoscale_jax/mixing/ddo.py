@@ -271,10 +271,23 @@ def load_runs(source: str | epath.PathLike | Mapping[str, Any],
       cands = [b for b in group if all(
           len(_differs(b["tokens"], r["tokens"])) <= 1 for r in group)]
       if not cands:
+        # Blame the runs off the likeliest base (the one most runs differ
+        # from in at most one domain), not whichever run came first.
+        likely = max(group, key=lambda b: sum(
+            len(_differs(b["tokens"], r["tokens"])) <= 1 for r in group))
+        off = [r for r in group
+               if len(_differs(likely["tokens"], r["tokens"])) > 1]
+        if 2 * len(off) >= len(group):  # no run is a base for most others
+          raise RunsError(
+              f"run {group[0]['name']!r}: field name: no base run for seed "
+              f"{seed} (no run that every other run differs from in exactly "
+              "one domain); name the base run 'base'")
+        diff = _differs(likely["tokens"], off[0]["tokens"])
         raise RunsError(
-            f"run {group[0]['name']!r}: field name: no base run for seed "
-            f"{seed} (no run that every other run differs from in exactly "
-            "one domain); name the base run 'base'")
+            f"run {off[0]['name']!r}: field tokens differs from the likely "
+            f"base run {likely['name']!r} (seed {seed}) in {len(diff)} "
+            f"domains ({', '.join(diff)}); each DDO run changes exactly one "
+            "domain (name the base run 'base' to say which it is)")
       base = cands[0]
     bases[seed] = base["name"]
     for r in group:

@@ -39,8 +39,8 @@ def read_jsonl(path: epath.Path) -> list[dict]:
   """
   if not path.exists():
     return []
-  lines = [line for line in path.read_text(errors="replace").splitlines()
-           if line.strip()]
+  text = path.read_bytes().decode("utf-8", errors="replace")
+  lines = [line for line in text.splitlines() if line.strip()]
   out = []
   for i, line in enumerate(lines):
     try:
@@ -66,8 +66,8 @@ def keep_jsonl_upto(path: epath.Path, step: int) -> list[dict]:
   logged = read_jsonl(path)
   kept = [r for r in logged if r["step"] <= step]
   text = "".join(json.dumps(r) + "\n" for r in kept)
-  if path.exists() and (len(kept) != len(logged) or
-                        path.read_text(errors="replace") != text):
+  if path.exists() and (len(kept) != len(logged) or path.read_bytes()
+                        != text.encode()):
     atomic_write_text(path, text)  # also drops a line cut short by a kill
   return kept
 
