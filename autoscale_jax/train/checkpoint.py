@@ -163,11 +163,16 @@ def keep_after_finish(run_dir: epath.PathLike, keep: str) -> None:
   ``checkpoints/`` is deleted; "params": the final params are written to
   ``<run_dir>/params.npz`` (``np.load`` reads them back by name, e.g.
   ``blocks.0.attn.query.kernel``), then ``checkpoints/`` is deleted, with
-  the optimizer state (two thirds of a checkpoint with Adam).
+  the optimizer state (two thirds of a checkpoint with Adam). In a
+  multi-process run "params" keeps the checkpoints as they are.
   """
   run_dir = epath.Path(run_dir)
   ckpt_dir = run_dir / "checkpoints"
   if keep == "all" or not ckpt_dir.exists():
+    return
+  if keep == "params" and jax.process_count() > 1:
+    # Reading params back from a multi-host checkpoint is not done here:
+    # the checkpoints stay, as with "all".
     return
   if keep == "params" and not (run_dir / PARAMS_FILE).exists():
     step = latest_step(ckpt_dir)
