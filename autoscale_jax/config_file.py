@@ -131,6 +131,7 @@ def _load_module(path: pathlib.Path):
     raise ConfigFileError(
         f"config file {path} is not Python source ({e}); pass a .py config "
         "file") from None
+  sys.modules[name] = module  # as an import would (dataclasses need it)
   with _package_root_on_path(path):
     try:
       exec(code, module.__dict__)  # pylint: disable=exec-used
