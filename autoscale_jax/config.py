@@ -64,6 +64,8 @@ METRICS = ("ppl_seq", "ppl_tok", "loss")
 NOISE_MODELS = ("replicates", "paired")  # = mixing.ddo.NOISE_MODELS
 SCHEDULES = ("linear", "cosine")
 SWARM_MODES = ("auto", "off", "vmap", "scan")
+# What a run's directory keeps once its store record is written.
+KEEP_AFTER_FINISH = ("params", "none", "all")
 # run.swarm="auto" uses the swarm when its measured step is at least this
 # much faster than the runs' steps one by one (margin for timing noise).
 SWARM_MIN_SPEEDUP = 1.2
@@ -86,6 +88,7 @@ MOVED_KEYS = {
     "train.keep_checkpoints": "run.keep_checkpoints",
     "train.eval_batch_size": "run.eval_batch_size",
     "model.remat": "run.remat",
+    "train.keep_after_finish": "run.keep_after_finish",
 }
 
 
@@ -167,6 +170,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.run.log_every_steps = 10  # train metrics logged every this many steps
   c.run.checkpoint_every_steps = 200  # checkpoint every this many steps
   c.run.keep_checkpoints = 2  # checkpoints kept on disk per run
+  # Once a run's store record is written: "params" keeps its final params
+  # alone (<run dir>/params.npz; the checkpoints with the optimizer state
+  # are deleted), "none" deletes the checkpoints, "all" keeps them. A run
+  # trained in the proxy swarm has its checkpoints in the swarm's directory,
+  # which "params" and "none" delete once every member's record is written.
+  c.run.keep_after_finish = "params"
   c.run.eval_batch_size = 16  # held-out sequences per evaluation call
   c.run.remat = False  # recompute activations in backward (less memory)
   # Lease fan-out (--worker=NAME, experiments/leases.py): a worker's claim on
@@ -467,6 +476,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
       _fail("log.wandb_project", c.log.wandb_project,
             "needs Weights & Biases, which is not installed: pip install "
             "'autoscale_jax[wandb]' (or leave log.wandb_project empty)")
+  _choice(c, "run.keep_after_finish", KEEP_AFTER_FINISH)
 
   # ddo
   budgets = list(c.ddo.budgets)

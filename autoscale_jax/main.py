@@ -22,12 +22,20 @@ Stages:
   report   write report/index.html and report/README.md with figures.
   all      ddo -> project -> final -> report, resuming what the workdir holds.
 
-A user error (bad config, bad input file, missing data) prints one line
-starting with "error:" and exits with status 2.
+--config takes a file (configs/demo.py, from any directory) or the name of a
+built-in config (demo, micro, gpt2_small_redpajama, ...).
+
+A user error (bad config, bad input file, missing data, a path that cannot be
+read or written) prints one line starting with "error:" and exits with
+status 2.
 """
 
 from __future__ import annotations
 
+import ast
+import errno
+import os
+import re
 import sys
 
 from autoscale_jax import tfenv
@@ -41,14 +49,35 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from autoscale_jax import config as config_lib  # noqa: E402
+from autoscale_jax import config_file  # noqa: E402
 from autoscale_jax import errors  # noqa: E402
 
 _STAGE = flags.DEFINE_enum(
     "stage", None, list(config_lib.STAGES),
     "Which stage to run: " + ", ".join(config_lib.STAGES) + ".")
+
+
+class _StudyConfigParser(flags.ArgumentParser):
+  """--config: a config file path or a built-in name (config_file.load)."""
+
+  def parse(self, argument: str):
+    config = config_file.load(argument)
+    config.lock()
+    return config
+
+  def flag_type(self) -> str:
+    return "config object"
+
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Study config file, e.g. configs/demo.py.",
+    "config", None,
+    "Study config: a file (configs/demo.py) or a built-in name (demo, micro, "
+    "gpt2_small_redpajama, ...).",
     lock_config=True)
+# ml_collections loads the file with its own parser (errors as tracebacks,
+# paths relative to the working directory only); ours resolves built-in names
+# and raises config_file.ConfigFileError, one line.
+flags.FLAGS["config"].parser = _StudyConfigParser()
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Study directory (local path or gs://).")
 _RESULTS = flags.DEFINE_string(
@@ -89,6 +118,52 @@ class UsageError(errors.UserError, ValueError):
   """Wrong combination of command-line flags."""
 
 
+def _check_workdir(workdir: str | None) -> None:
+  """A local --workdir is a writable directory (created when missing).
+
+  Checked before any work, so a workdir that is a file or cannot be written
+  fails at once, not after a fit or a training run.
+  """
+  if not workdir or "://" in workdir:
+    return
+  path = os.path.expanduser(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UsageError(f"--workdir={workdir} is a file, not a directory; pass "
+                     "a directory (it is created when missing)")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UsageError(f"--workdir={workdir} cannot be created ({e.strerror}); "
+                     "pass a directory you can write") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise UsageError(f"--workdir={workdir} is not writable; pass a directory "
+                     "you can write")
+
+
+# What to do about an OSError on a user path, by errno.
+_OS_ERROR_FIXES = {
+    errno.EACCES: "check its permissions or choose another --workdir",
+    errno.EPERM: "check its permissions or choose another --workdir",
+    errno.EROFS: "the file system is read-only: choose another --workdir",
+    errno.ENOTDIR: "a part of that path is a file, not a directory",
+    errno.EISDIR: "a file is expected there, not a directory",
+    errno.ENOENT: "check the path",
+    errno.ENOSPC: "free some disk space and run the same command again "
+                  "(finished runs are kept)",
+    errno.EDQUOT: "free some disk space and run the same command again "
+                  "(finished runs are kept)",
+}
+
+
+def os_error_message(e: OSError) -> str:
+  """One line for an OSError on a path: the path, the reason, the fix."""
+  where = str(e.filename)
+  if e.filename2 is not None:
+    where += f" -> {e.filename2}"
+  fix = _OS_ERROR_FIXES.get(e.errno, "check the path and run again")
+  return f"{where}: {e.strerror or e}; {fix}"
+
+
 def _run(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments {argv[1:]}; flags start with --")
@@ -122,6 +197,7 @@ def _run(argv: list[str]) -> None:
       allow_interpolation=_ALLOW_INTERPOLATION.value,
   )
   stage = config_lib.STAGE_ALIASES.get(stage, stage)
+  _check_workdir(options.workdir)
   if options.worker is not None and stage != "ddo":
     raise UsageError(
         f"--worker applies to --stage=ddo only (got --stage={stage}); run the "
@@ -149,6 +225,11 @@ def main(argv: list[str]) -> None:
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except OSError as e:
+    if e.filename is None:  # not about a path: a bug, keep the traceback
+      raise
+    print(f"error: {os_error_message(e)}", file=sys.stderr)
+    sys.exit(2)
   except KeyboardInterrupt:
     print("interrupted: finished runs are kept; run the same command again "
           "to continue.", file=sys.stderr)
@@ -165,10 +246,43 @@ def _moved_override(argv: list[str]) -> str | None:
   return None
 
 
+def _unknown_override_message(argv: list[str], e: Exception) -> str:
+  """One plain line for a --config.* override naming no config key.
+
+  ml_collections raises a KeyError/AttributeError whose text is the key's
+  repr plus, when a key is close, 'Did you mean "KEY" instead of ...?'.
+  """
+  text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+  for _ in range(3):  # a KeyError re-raised from a KeyError holds its repr
+    try:
+      unquoted = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      break
+    if not isinstance(unquoted, str):
+      break
+    text = unquoted
+  first, _, rest = text.partition("\n")
+  key = first.strip().strip("'\"")
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:]
+               if a.startswith("--config.")]
+  path = next((o for o in overrides if key in o.split(".")), key)
+  suggestion = re.search(r'Did you mean "([^"]+)"', rest)
+  if suggestion:
+    parts = path.split(".")
+    fixed = ".".join(suggestion.group(1) if p == key else p for p in parts)
+    fix = f"did you mean --config.{fixed}?"
+  else:
+    fix = "see the config file (or autoscale_jax/config.py) for the keys"
+  return f"--config.{path}: no such config key; {fix}"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag or config override is a one-line error, exit 2."""
   try:
     return flags.FLAGS(argv)
+  except errors.UserError as e:  # the config file (config_file.load)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   except SystemExit as e:  # absl's --help exits with 1; help is not an error
     wants_help = any(a in ("--help", "-h", "--helpfull", "--helpshort")
                      for a in argv[1:])
@@ -178,9 +292,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if moved:
       print(f"error: {moved}", file=sys.stderr)
       sys.exit(2)
-    key = str(e).strip().strip('"').strip("'")
-    print(f"error: unknown config key {key!r} in a --config.* override; "
-          "see the config file for the keys", file=sys.stderr)
+    print(f"error: {_unknown_override_message(argv, e)}", file=sys.stderr)
     sys.exit(2)
   except (flags.Error, TypeError, ValueError) as e:
     msg = str(e).strip().splitlines()[0]

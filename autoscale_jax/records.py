@@ -21,7 +21,10 @@ This module is a leaf: it imports nothing from the project but ``errors``, so
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Mapping
+
+from etils import epath
 
 from autoscale_jax import errors
 
@@ -35,6 +38,23 @@ BOUND_KEYS = ("bound_domains", "at_bound", "pinned_domains")
 
 class RecordError(errors.UserError, ValueError):
   """A JSON object lacks a field its contract needs (names the field)."""
+
+
+def read_json(path: epath.PathLike, fix: str) -> Any:
+  """The JSON value in the file at ``path``.
+
+  Args:
+    path: a file the project wrote (a stage output, a run's result).
+    fix: what to do when it is corrupt, e.g. "run --stage=ddo again".
+
+  Raises:
+    RecordError: the file is not UTF-8 JSON (names the file and ``fix``).
+  """
+  path = epath.Path(path)
+  try:
+    return json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise RecordError(f"{path} is not valid JSON ({e}); {fix}") from None
 
 
 def bound_domains(obj: Mapping[str, Any]) -> dict[str, str]:

@@ -175,26 +175,29 @@ def load_runs(source: str | epath.PathLike | Mapping[str, Any],
     source: a path (local or gs://) or the already-parsed dict.
     domains: the training domains if known (else inferred from the runs).
   """
+  where = "RUNS.json"
   if isinstance(source, Mapping):
     doc = source
   else:
     path = epath.Path(source)
+    where = str(path)
     if not path.exists():
       raise RunsError(f"{path}: no such results file")
     try:
       doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-      raise RunsError(f"{path}: not valid JSON ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise RunsError(f"{path}: not valid JSON ({e}); pass a RUNS.json file "
+                      '({"metric": "ppl" | "loss", "runs": [...]})') from None
   if not isinstance(doc, Mapping):
-    raise RunsError("RUNS.json: the top level must be an object with "
+    raise RunsError(f"{where}: the top level must be an object with "
                     "'metric' and 'runs'")
   metric = doc.get("metric")
   if metric not in ("ppl", "loss"):
-    raise RunsError(f"RUNS.json: field metric={metric!r}: allowed 'ppl', "
+    raise RunsError(f"{where}: field metric={metric!r}: allowed 'ppl', "
                     "'loss'")
   raw = doc.get("runs")
   if not isinstance(raw, list) or not raw:
-    raise RunsError("RUNS.json: field runs must be a non-empty list")
+    raise RunsError(f"{where}: field runs must be a non-empty list")
 
   runs, names = [], set()
   for i, r in enumerate(raw):
@@ -269,10 +272,23 @@ def load_runs(source: str | epath.PathLike | Mapping[str, Any],
       cands = [b for b in group if all(
           len(_differs(b["tokens"], r["tokens"])) <= 1 for r in group)]
       if not cands:
+        # Blame the runs off the likeliest base (the one most runs differ
+        # from in at most one domain), not whichever run came first.
+        likely = max(group, key=lambda b: sum(
+            len(_differs(b["tokens"], r["tokens"])) <= 1 for r in group))
+        off = [r for r in group
+               if len(_differs(likely["tokens"], r["tokens"])) > 1]
+        if 2 * len(off) >= len(group):  # no run is a base for most others
+          raise RunsError(
+              f"run {group[0]['name']!r}: field name: no base run for seed "
+              f"{seed} (no run that every other run differs from in exactly "
+              "one domain); name the base run 'base'")
+        diff = _differs(likely["tokens"], off[0]["tokens"])
         raise RunsError(
-            f"run {group[0]['name']!r}: field name: no base run for seed "
-            f"{seed} (no run that every other run differs from in exactly "
-            "one domain); name the base run 'base'")
+            f"run {off[0]['name']!r}: field tokens differs from the likely "
+            f"base run {likely['name']!r} (seed {seed}) in {len(diff)} "
+            f"domains ({', '.join(diff)}); each DDO run changes exactly one "
+            "domain (name the base run 'base' to say which it is)")
       base = cands[0]
     bases[seed] = base["name"]
     for r in group:

@@ -13,7 +13,6 @@ single-seed wording).
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import ml_collections
@@ -83,8 +82,19 @@ class StudyFiles:
     return others[0] if others else None
 
 
-def _json(path) -> Any:
-  return json.loads(fileio.read_text(path)) if fileio.exists(path) else None
+def _json(path, rerun: str) -> Any:
+  """The file's JSON object (None when missing).
+
+  Raises:
+    RecordError: not a JSON object (names the file and the stage to re-run).
+  """
+  if not fileio.exists(path):
+    return None
+  fix = f"run {rerun} again to rewrite it"
+  obj = records.read_json(path, fix)
+  if not isinstance(obj, dict):
+    raise records.RecordError(f"{path} is not a JSON object; {fix}")
+  return obj
 
 
 def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -197,18 +207,18 @@ def load(config: ml_collections.ConfigDict, layout: layout_lib.Layout
   ddo, runs = [], {}
   for k in range(len(config.ddo.budgets)):
     path = layout.budget_mixture(k)
-    if fileio.exists(path):
-      ddo.append((k, records.Mixture.from_json(fileio.read_json(path),
-                                               str(path))))
-    runs_json = _json(layout.budget_runs(k))
+    mixture = _json(path, "--stage=ddo (or --stage=fit)")
+    if mixture is not None:
+      ddo.append((k, records.Mixture.from_json(mixture, str(path))))
+    runs_json = _json(layout.budget_runs(k), "--stage=ddo (or --stage=fit)")
     if runs_json is not None:
       runs[k] = runs_json
   projected = None
-  if fileio.exists(layout.projected_mixture):
-    projected = records.Mixture.from_json(
-        fileio.read_json(layout.projected_mixture),
-        str(layout.projected_mixture))
-  comparison = _json(layout.comparison_json)
+  projected_json = _json(layout.projected_mixture, "--stage=project")
+  if projected_json is not None:
+    projected = records.Mixture.from_json(projected_json,
+                                          str(layout.projected_mixture))
+  comparison = _json(layout.comparison_json, "--stage=final")
   store_records = []
   if fileio.exists(layout.store):
     store_records = [records.RunRecord.from_json(r, "store record") for r in
@@ -219,7 +229,8 @@ def load(config: ml_collections.ConfigDict, layout: layout_lib.Layout
   return StudyFiles(
       config=config, metric=metric, domains=list(config.data.domains),
       ddo=ddo, runs=runs, projected=projected,
-      estimates=_json(layout.estimates), comparison=comparison,
+      estimates=_json(layout.estimates, "--stage=project"),
+      comparison=comparison,
       verdict=verdict, verdict_source=source, final_runs=final_runs,
       num_records=len(store_records),
       identity=store_records[0].identity if store_records else {})

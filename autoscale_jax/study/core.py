@@ -24,6 +24,7 @@ from autoscale_jax.study import console
 from autoscale_jax.study import layout as layout_lib
 from autoscale_jax.study import options as options_lib
 from autoscale_jax.study import progress as progress_lib
+from autoscale_jax.train import checkpoint
 from autoscale_jax.train import trainer
 
 def run_identity(config: ml_collections.ConfigDict,
@@ -151,6 +152,9 @@ class Study:
       before_record()
     distributed.write_once(f"record {name}",
                            lambda: self.store.put(record.to_json()))
+    # The record holds what every stage reads: the checkpoints' optimizer
+    # state (and, unless asked, the checkpoints) can go.
+    checkpoint.keep_after_finish(run_dir, self.config.run.keep_after_finish)
     seconds: float | None = record.wall_seconds
     if self.progress.pop_together(name):
       seconds = None  # trained by the swarm, which counted its time

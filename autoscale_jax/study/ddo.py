@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from etils import epath
+
 from autoscale_jax import config as config_lib
 from autoscale_jax import distributed
 from autoscale_jax import fileio
@@ -22,6 +24,7 @@ from autoscale_jax.study import core
 from autoscale_jax.study import lease_worker
 from autoscale_jax.study import options as options_lib
 from autoscale_jax.study import plan as plan_lib
+from autoscale_jax.train import checkpoint
 from autoscale_jax.train import swarm
 
 # (store name, token quotas, training seed) of one planned run.
@@ -78,14 +81,19 @@ def run_ddo(study: core.Study) -> bool:
         f"\nDDO budget {k + 1}/{len(plans)}: {c.ddo.budgets[k]:.4g} tokens, "
         f"{len(p)} runs" + (f" ({len(mine)} on this worker)"
                             if len(mine) != len(p) else ""))
+    swarm_dir = None
     if c.run.swarm != "off":
-      _train_swarm(study, k, [r for r in p if r.name in mine])
+      swarm_dir = _train_swarm(study, k, [r for r in p if r.name in mine])
     for i, run in enumerate(p, 1):
       if run.name not in mine:
         continue
       name, tokens, seed = planned(study, k, run)
       label, kwargs = _label_and_kwargs(study, k, i, len(p), run)
       study.train_or_load(name, tokens, seed, label=label, **kwargs)
+    if swarm_dir is not None and c.run.keep_after_finish != "all":
+      # Every member's record is written: the stacked checkpoints can go
+      # (a swarm member's params are not kept apart).
+      checkpoint.keep_after_finish(swarm_dir, "none")
     reused = study.progress.pop_reused()
     if reused:
       console.say(f"[ddo b{k + 1}]: {reused} of {len(mine)} runs reused from "
@@ -130,12 +138,15 @@ def run_fit(study: core.Study) -> bool:
 
 
 def _train_swarm(study: core.Study, k: int,
-                 runs: list[records.PlannedRun]) -> None:
+                 runs: list[records.PlannedRun]) -> epath.Path | None:
   """Trains the budget's missing runs together as one program (a swarm).
 
   Each member writes its result.json in its own run directory, so the
   per-run loop that follows finds them finished and writes the records
   exactly as for runs trained one by one.
+
+  Returns:
+    The swarm's directory (its stacked checkpoints), None when no swarm ran.
   """
   todo = []
   for run in runs:
@@ -144,7 +155,7 @@ def _train_swarm(study: core.Study, k: int,
     if study.store.get(name, fp) is None:
       todo.append((name, tokens, seed, fp))
   if len(todo) < 2:
-    return
+    return None
   label = f"[ddo b{k + 1} swarm]"
   sources = [study.batches(t, s) for _, t, s, _ in todo]
   vocab = study.bundle.tokenizer.vocab_size
@@ -154,7 +165,7 @@ def _train_swarm(study: core.Study, k: int,
       m = swarm.calibrate(study.config, vocab, sources)
     except MemoryError as e:
       console.say(f"{label}: one by one: {e}")
-      return
+      return None
     use = distributed.agree(m["speedup"] >= config_lib.SWARM_MIN_SPEEDUP)
     layout = "scan" if distributed.agree(m["layout"] == "scan") else "vmap"
     console.say(
@@ -167,20 +178,21 @@ def _train_swarm(study: core.Study, k: int,
            f"one by one (the swarm needs >= {config_lib.SWARM_MIN_SPEEDUP}x;"
            " --config.run.swarm=vmap or =scan forces it)"))
     if not use:
-      return
+      return None
   console.say(f"{label}: training {len(todo)} runs as one program ({layout})")
   t0 = time.time()
+  run_dirs = [str(study.layout.run_dir(n, fp)) for n, _, _, fp in todo]
+  swarm_dir = swarm.default_swarm_dir(run_dirs)
   swarm.train_swarm(
-      study.config,
-      sources,
-      study.bundle.eval_sets(),
-      [str(study.layout.run_dir(n, fp)) for n, _, _, fp in todo],
-      vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm", layout=layout)
+      study.config, sources, study.bundle.eval_sets(), run_dirs,
+      vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm", layout=layout,
+      swarm_dir=swarm_dir)
   seconds = time.time() - t0
   study.progress.trained_together(
       {n: float(sum(t.values())) for n, t, _, _ in todo}, seconds)
   console.say(f"{label}: {len(todo)} runs trained in {seconds:.1f}s; each "
               "one's line follows")
+  return swarm_dir
 
 
 def _say_status(study: core.Study, runs: list[Planned]) -> None:

@@ -4,18 +4,33 @@ One orbax ``CheckpointManager`` per run directory, items ``state`` (the
 state's leaves named by their tree path, e.g. ``params.blocks.0.attn.query``)
 and ``meta`` (JSON: the step, the run length, tokens trained, ...). Saves are
 asynchronous; every process takes part (orbax writes its shards).
+
+Interruption: Ctrl-C (SIGINT) while a save is being started is held until
+orbax has handed the save to its background commit, then raised; ``close``
+(which the loops call in ``finally``) waits for that commit. So an interrupt
+never leaves a half-started save, the previous checkpoint stays (orbax
+deletes old steps only after a new one is committed), and the save that was
+in flight when Ctrl-C came is kept too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import signal
+import threading
+from typing import Any, Iterator
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from autoscale_jax import distributed
+
 ITEMS = ("state", "meta")
+# A finished run's final params under run.keep_after_finish="params".
+PARAMS_FILE = "params.npz"
 
 
 def manager(directory: str | os.PathLike, *, max_to_keep: int
@@ -43,13 +58,44 @@ def flatten(tree: Any) -> tuple[dict[str, Any], Any, list[str]]:
   return dict(zip(names, (v for _, v in leaves))), treedef, names
 
 
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+  """Holds SIGINT during the block; one that came acts after it.
+
+  After the block the previous handler is back and is called for the held
+  signal (Python's default handler raises KeyboardInterrupt). A no-op
+  outside the main thread (signals are only delivered there).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received = []
+  previous = signal.signal(
+      signal.SIGINT, lambda signum, frame: received.append(frame))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if not received:
+    return
+  if callable(previous):
+    previous(signal.SIGINT, received[0])
+  elif previous == signal.SIG_DFL:
+    signal.raise_signal(signal.SIGINT)
+
+
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict
          ) -> None:
-  """Saves ``state`` and ``meta`` as checkpoint ``step`` (asynchronously)."""
+  """Saves ``state`` and ``meta`` as checkpoint ``step`` (asynchronously).
+
+  Ctrl-C during the call is raised when it returns (:func:`sigint_held`):
+  the save is then in orbax's hands and :func:`close` waits for it.
+  """
   flat, _, _ = flatten(state)
-  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat),
-                                         meta=ocp.args.JsonSave(meta)),
-           force=True)
+  with sigint_held():
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat),
+                                           meta=ocp.args.JsonSave(meta)),
+             force=True)
 
 
 def restore(mgr: ocp.CheckpointManager, step: int, shardings: Any,
@@ -81,6 +127,63 @@ def restore_meta(mgr: ocp.CheckpointManager, step: int) -> dict:
 
 
 def close(mgr: ocp.CheckpointManager) -> None:
-  """Waits for pending saves, then closes ``mgr``."""
-  mgr.wait_until_finished()
-  mgr.close()
+  """Waits for pending saves (a Ctrl-C meanwhile is raised after), closes."""
+  with sigint_held():
+    mgr.wait_until_finished()
+    mgr.close()
+
+
+def latest_step(directory: epath.PathLike) -> int | None:
+  """The newest committed step in a checkpoints directory (None: none)."""
+  steps = [int(p.name) for p in epath.Path(directory).iterdir()
+           if p.name.isdigit() and (p / "state").exists()]
+  return max(steps) if steps else None
+
+
+def read_params(directory: epath.PathLike, step: int) -> dict[str, np.ndarray]:
+  """The params of checkpoint ``step`` as host arrays, named without
+  ``params.`` (the optimizer state is not read)."""
+  state_dir = epath.Path(directory) / str(step) / "state"
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(state_dir).item_metadata.tree
+  names = [n for n in tree if n.startswith("params.")]
+  restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+      item={n: np.zeros(tree[n].shape, tree[n].dtype) for n in names},
+      restore_args={n: ocp.RestoreArgs(restore_type=np.ndarray)
+                    for n in names},
+      partial_restore=True))
+  return {n[len("params."):]: np.asarray(restored[n]) for n in names}
+
+
+def keep_after_finish(run_dir: epath.PathLike, keep: str) -> None:
+  """What a finished run's directory keeps (``config.run.keep_after_finish``).
+
+  Called once the run's store record is written (the record, not the
+  checkpoints, is what every stage reads). "all": everything stays; "none":
+  ``checkpoints/`` is deleted; "params": the final params are written to
+  ``<run_dir>/params.npz`` (``np.load`` reads them back by name, e.g.
+  ``blocks.0.attn.query.kernel``), then ``checkpoints/`` is deleted, with
+  the optimizer state (two thirds of a checkpoint with Adam). In a
+  multi-process run "params" keeps the checkpoints as they are.
+  """
+  run_dir = epath.Path(run_dir)
+  ckpt_dir = run_dir / "checkpoints"
+  if keep == "all" or not ckpt_dir.exists():
+    return
+  if keep == "params" and jax.process_count() > 1:
+    # Reading params back from a multi-host checkpoint is not done here:
+    # the checkpoints stay, as with "all".
+    return
+  if keep == "params" and not (run_dir / PARAMS_FILE).exists():
+    step = latest_step(ckpt_dir)
+    if step is not None:
+      params = read_params(ckpt_dir, step)
+
+      def write() -> None:
+        tmp = run_dir / f"{PARAMS_FILE}.tmp"
+        with tmp.open("wb") as f:
+          np.savez(f, **params)
+        tmp.rename(run_dir / PARAMS_FILE)
+
+      distributed.write_once(f"params of {run_dir.name}", write)
+  distributed.write_once(f"checkpoints of {run_dir.name}", ckpt_dir.rmtree)

@@ -29,6 +29,7 @@ import jax
 from absl import logging
 from etils import epath
 
+from autoscale_jax import records
 from autoscale_jax.fileio import atomic_write_json, atomic_write_text
 from autoscale_jax import config as config_lib
 from autoscale_jax.train import metrics as metrics_lib
@@ -36,10 +37,29 @@ from autoscale_jax.train import wandb_writer
 
 
 def read_jsonl(path: epath.Path) -> list[dict]:
-  """The records of a JSON-lines file (none if it does not exist)."""
+  """The records of a JSON-lines file (none if it does not exist).
+
+  A last line cut short (a kill during an append) is dropped: the run
+  resumes from a checkpoint before it and logs that step again.
+
+  Raises:
+    RecordError: a line before the last is not JSON (the file was edited).
+  """
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line]
+  text = path.read_bytes().decode("utf-8", errors="replace")
+  lines = [line for line in text.splitlines() if line.strip()]
+  out = []
+  for i, line in enumerate(lines):
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:
+        break
+      raise records.RecordError(
+          f"{path} line {i + 1} is not JSON ({e}); delete the run's directory "
+          f"{path.parent} to train it again") from None
+  return out
 
 
 def keep_jsonl_upto(path: epath.Path, step: int) -> list[dict]:
@@ -47,13 +67,16 @@ def keep_jsonl_upto(path: epath.Path, step: int) -> list[dict]:
 
   A run restarted from its checkpoint at ``step`` retrains the later steps and
   logs them again; without this, ``metrics.jsonl`` / ``curve.jsonl`` would
-  hold those steps twice. Rewrites the file atomically only when it changes;
-  returns the kept records.
+  hold those steps twice. Rewrites the file atomically only when it changes
+  (steps dropped, or a last line cut short by a kill); returns the kept
+  records.
   """
-  records = read_jsonl(path)
-  kept = [r for r in records if r["step"] <= step]
-  if len(kept) != len(records):
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+  logged = read_jsonl(path)
+  kept = [r for r in logged if r["step"] <= step]
+  text = "".join(json.dumps(r) + "\n" for r in kept)
+  if path.exists() and (len(kept) != len(logged) or path.read_bytes()
+                        != text.encode()):
+    atomic_write_text(path, text)  # also drops a line cut short by a kill
   return kept
 
 
@@ -61,14 +84,21 @@ def read_finished(workdir: epath.Path, num_steps: int) -> dict | None:
   """The run's ``result.json`` if it finished (None otherwise).
 
   Raises:
-    ValueError: the finished run has another length (a different run).
+    RecordError: result.json is corrupt, or holds a finished run of another
+      length (a different run).
   """
   path = workdir / "result.json"
   if not path.exists():
     return None
-  result = json.loads(path.read_text())
+  result = records.read_json(
+      path, "delete it and run again: the run resumes from its last "
+      "checkpoint")
+  if not isinstance(result, dict):
+    raise records.RecordError(
+        f"{path} is not a run's result (a JSON object); delete it and run "
+        "again: the run resumes from its last checkpoint")
   if result.get("steps") != num_steps:
-    raise ValueError(
+    raise records.RecordError(
         f"{workdir} holds a finished run of {result.get('steps')} steps, but "
         f"this run has {num_steps}; use a fresh workdir for a different run")
   return result
