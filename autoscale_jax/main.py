@@ -119,25 +119,39 @@ class UsageError(errors.UserError, ValueError):
 
 
 def _check_workdir(workdir: str | None) -> None:
-  """A local --workdir is a writable directory (created when missing).
+  """A local --workdir is a writable directory, or can be created.
 
   Checked before any work, so a workdir that is a file or cannot be written
-  fails at once, not after a fit or a training run.
+  fails at once, not after a fit or a training run. Nothing is created here
+  (a command that fails on a bad input leaves no workdir behind).
   """
   if not workdir or "://" in workdir:
     return
-  path = os.path.expanduser(workdir)
+  path = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(path) and not os.path.isdir(path):
     raise UsageError(f"--workdir={workdir} is a file, not a directory; pass "
                      "a directory (it is created when missing)")
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    raise UsageError(f"--workdir={workdir} cannot be created ({e.strerror}); "
-                     "pass a directory you can write") from None
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise UsageError(f"--workdir={workdir} is not writable; pass a directory "
-                     "you can write")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise UsageError(f"--workdir={workdir} cannot be created ({existing} is "
+                     "a file); pass a directory you can write")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    what = "is not writable" if existing == path else (
+        f"cannot be created ({existing} is not writable)")
+    raise UsageError(f"--workdir={workdir} {what}; pass a directory you can "
+                     "write")
+  if existing != path:  # try it (root passes os.access), then undo
+    try:
+      os.makedirs(path)
+    except OSError as e:
+      raise UsageError(f"--workdir={workdir} cannot be created ({e.strerror});"
+                       " pass a directory you can write") from None
+    made = path
+    while made != existing:
+      os.rmdir(made)
+      made = os.path.dirname(made)
 
 
 # What to do about an OSError on a user path, by errno.

@@ -339,7 +339,7 @@ def project_from_files(options: options_lib.Options,
                        ) -> records.Mixture:
   """``--stage=project`` from files: mixture.json, estimates, exports, report.
   """
-  if len(options.optima) < 2:
+  if options.optima and len(options.optima) < 2:
     raise options_lib.StageError(
         f"--optima={','.join(options.optima)} names {len(options.optima)} "
         "file; the projection needs the DDO optima (mixture.json) of two or "

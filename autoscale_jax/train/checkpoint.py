@@ -16,6 +16,7 @@ in flight when Ctrl-C came is kept too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -140,12 +141,27 @@ def latest_step(directory: epath.PathLike) -> int | None:
   return max(steps) if steps else None
 
 
+@contextlib.contextmanager
+def _absl_warnings_hidden() -> Iterator[None]:
+  """absl WARNING lines (orbax logs through absl) hidden within the block."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def read_params(directory: epath.PathLike, step: int) -> dict[str, np.ndarray]:
   """The params of checkpoint ``step`` as host arrays, named without
   ``params.`` (the optimizer state is not read)."""
   state_dir = epath.Path(directory) / str(step) / "state"
   checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(state_dir).item_metadata.tree
+  with _absl_warnings_hidden():
+    # The item's own metadata is read; orbax also looks for the step's
+    # _CHECKPOINT_METADATA inside the item directory and warns, per run.
+    tree = checkpointer.metadata(state_dir).item_metadata.tree
   names = [n for n in tree if n.startswith("params.")]
   restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
       item={n: np.zeros(tree[n].shape, tree[n].dtype) for n in names},
