@@ -82,6 +82,7 @@ def _names(pattern: re.Pattern, text: str) -> list[str]:
   return pattern.findall(text)
 
 
+@pytest.mark.slow  # about 70 s in CI (three CLI workers, a kill, a relaunch)
 def test_three_workers_kill_relaunch_fit(tmp_path: Path) -> None:
   t_start = time.time()
   deadline = t_start + TIMEOUT_S
