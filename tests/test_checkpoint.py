@@ -136,12 +136,18 @@ def finished_run(tmp_path_factory):
   return workdir, state
 
 
+@pytest.mark.parametrize("relative", [False, True], ids=["abs", "rel"])
 @pytest.mark.parametrize("keep", ["params", "none", "all"])
-def test_keep_after_finish(finished_run, tmp_path, keep):
+def test_keep_after_finish(finished_run, tmp_path, keep, relative,
+                           monkeypatch):
   source, state = finished_run
   run_dir = tmp_path / "run"
   shutil.copytree(source, run_dir)
-  checkpoint.keep_after_finish(run_dir, keep)
+  if relative:  # as `make demo` passes it: --workdir=workdir/demo
+    monkeypatch.chdir(tmp_path)
+    checkpoint.keep_after_finish(pathlib.Path("run"), keep)
+  else:
+    checkpoint.keep_after_finish(run_dir, keep)
   assert (run_dir / "result.json").exists()
   assert (run_dir / "checkpoints").exists() == (keep == "all")
   assert (run_dir / checkpoint.PARAMS_FILE).exists() == (keep == "params")

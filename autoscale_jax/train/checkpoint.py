@@ -156,12 +156,11 @@ def _absl_warnings_hidden() -> Iterator[None]:
 def read_params(directory: epath.PathLike, step: int) -> dict[str, np.ndarray]:
   """The params of checkpoint ``step`` as host arrays, named without
   ``params.`` (the optimizer state is not read)."""
-  state_dir = epath.Path(directory) / str(step) / "state"
+  # Absolute: orbax finds no item metadata under a relative path.
+  state_dir = epath.Path(directory).resolve() / str(step) / "state"
   checkpointer = ocp.PyTreeCheckpointer()
   with _absl_warnings_hidden():
-    # The item's own metadata is read; orbax also looks for the step's
-    # _CHECKPOINT_METADATA inside the item directory and warns, per run.
-    tree = checkpointer.metadata(state_dir).item_metadata.tree
+    tree = ocp.PyTreeCheckpointHandler().metadata(state_dir).tree
   names = [n for n in tree if n.startswith("params.")]
   restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
       item={n: np.zeros(tree[n].shape, tree[n].dtype) for n in names},
