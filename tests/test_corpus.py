@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from autoscale_jax.data import corpus as C
-from autoscale_jax.data.corpus import clean, extract, readers
+from autoscale_jax.data.corpus import build, clean, extract, readers
 from autoscale_jax.errors import UserError
 
 WORDS = ("the of and to in a is that it for on with as was he by at from this "
@@ -375,3 +375,13 @@ def test_no_apt_skips_deb_domains(tmp_path, monkeypatch):
   assert (tmp_path / "out2" / "code.jsonl").read_bytes() == first
   saved = json.loads((tmp_path / "out2" / "manifest.json").read_text())
   assert saved["skipped_domains"] == m["skipped_domains"]
+
+
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+  target = tmp_path / "corpus.txt"
+  target.write_text("not a directory")
+  assert build.main(["--out", str(target)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error:"), err
+  assert str(target) in err[0] and "not a directory" in err[0]
+  assert target.read_text() == "not a directory"

@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import lzma
+import os
 import pickle
 import struct
 import sys
@@ -247,6 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   help="MinHash Jaccard threshold (0 disables)")
   ap.add_argument("--min-chars", type=int, default=1000)
   args = ap.parse_args(argv)
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    print(f"error: --out {args.out} is a file, not a directory; pass a "
+          "directory for the corpus (it is created when missing)",
+          file=sys.stderr)
+    return 2
   try:
     # The build's progress (fresh builds only) on stderr; one line on stdout.
     manifest = build_corpus(args.out, args.domains, args.max_mb, args.cache,
