@@ -5,7 +5,8 @@ what ``--stage=ddo`` fitted), refits them with every candidate interval
 method (fits only, nothing is trained) and prints per budget and method: the
 median 90% interval width over domains and demos, and the cross-demo coverage:
 the fraction of (demo X's point estimate inside demo Y's interval) over the
-ordered demo pairs and domains. Two independent estimates with a calibrated
+ordered demo pairs and domains, for the 90% intervals and for the replication
+intervals made from them (``ddo.replication_intervals``: calibrated, 90%). Two independent estimates with a calibrated
 interval of their own sd: ``P(|Z| < 1.645 / sqrt 2)`` = 75% (each interval
 covering the truth 90%); an interval that also covers the other demo's
 estimation noise would reach 90%. The point estimate is the same for every
@@ -295,8 +296,9 @@ def main() -> None:
            for w in args.demos]
   data = {w: load_demo(w) for w, _ in demos}
   budgets = sorted(set.intersection(*(set(v) for v in data.values())))
-  print("method          budget    median width  coverage   per-domain "
-        "width (median over demos)")
+  print("method          budget    median width  coverage   replication "
+        "coverage (mixing.ddo.replication_intervals)   per-domain width "
+        "(median over demos)")
   for method in args.methods.split(","):
     for k in budgets:
       points, ivs = [], []
@@ -305,6 +307,8 @@ def main() -> None:
         points.append(p); ivs.append(iv)
       widths = [hi - lo for iv in ivs for lo, hi in iv.values()]
       inside, total = coverage(points, ivs)
+      rep_inside, _ = coverage(points, [ddo.replication_intervals(p, iv)
+                                        for p, iv in zip(points, ivs)])
       per = {d: float(np.median([iv[d][1] - iv[d][0] for iv in ivs]))
              for d in points[0]}
       pairs = []
@@ -314,7 +318,8 @@ def main() -> None:
           pairs.append(f"{os.path.basename(demos[x][0])[-1]}"
                        f"{os.path.basename(demos[y][0])[-1]}={i}/8")
       print(f"{method:15} {k:9} {np.median(widths):12.3f}  "
-            f"{inside:2d}/{total} {inside / total:4.0%}   "
+            f"{inside:2d}/{total} {inside / total:4.0%}  replication "
+            f"{rep_inside:2d}/{total} {rep_inside / total:4.0%}   "
             + " ".join(f"{d}={v:.3f}" for d, v in per.items())
             + "   pairs " + " ".join(pairs), flush=True)
 

@@ -505,3 +505,44 @@ def test_replicates_intervals_cover_the_truth_over_studies():
     inside += [mix["intervals"][d][0] - 1e-9 <= opt[d]
                <= mix["intervals"][d][1] + 1e-9 for d in doms]
   assert 0.75 <= np.mean(inside) <= 1.0, np.mean(inside)
+
+
+def test_replication_interval_is_sqrt2_wider_and_clipped():
+  w = {"a": 0.3, "b": 0.02}
+  iv = {"a": [0.25, 0.32], "b": [0.0, 0.05]}
+  rep = ddo.replication_intervals(w, iv)
+  assert rep["a"] == pytest.approx([0.3 - math.sqrt(2) * 0.05,
+                                    0.3 + math.sqrt(2) * 0.02])
+  assert rep["b"][0] == 0.0  # clipped at 0
+  assert rep["b"][1] == pytest.approx(0.02 + math.sqrt(2) * 0.03)
+  assert ddo.replication_intervals(w, {}) == {}
+
+
+@pytest.mark.slow  # 6 bootstrapped fits: about 30 s on one idle core
+def test_replication_intervals_hold_a_replicate_study_more_often():
+  """Pairs of replicate studies (one truth, independent run noise): the
+  second study's optimum falls inside the first's 90% interval at about
+  75% (calibrated intervals) and inside its replication interval at about
+  90%, so more often; both are stored with the mixture."""
+  doms = ["a", "b", "c", "d"]
+  budget = 4e5
+  in_ci, in_rep = [], []
+  for i in range(3):
+    rng = np.random.default_rng(200 + i)
+    truth = simulate.PowerLawTruth.from_relative(
+        doms, rng.uniform(0.0, 1.5, 4), rng.uniform(0.2, 1.5, 4),
+        budget=budget, base_metric=30.0)
+    plan = ddo.plan_runs(doms, budget, seeds=(0, 1, 2))
+    pair = [ddo.fit_and_solve(simulate.simulate_runs(plan, truth, noise=0.01,
+                                                     seed=10 * i + k),
+                              bootstrap=100, seed=k) for k in (0, 1)]
+    for first, second in (pair, pair[::-1]):
+      for d in doms:
+        lo, hi = first["intervals"][d]
+        rlo, rhi = first["replication_intervals"][d]
+        assert rlo <= lo + 1e-12 and hi <= rhi + 1e-12
+        w = second["weights"][d]
+        in_ci.append(lo - 1e-9 <= w <= hi + 1e-9)
+        in_rep.append(rlo - 1e-9 <= w <= rhi + 1e-9)
+  assert np.mean(in_rep) >= 0.8, (np.mean(in_ci), np.mean(in_rep))
+  assert np.mean(in_rep) > np.mean(in_ci), (np.mean(in_ci), np.mean(in_rep))

@@ -205,7 +205,8 @@ def shrink_optimum(optimum: Mapping[str, Any], w0: Mapping[str, float],
   w = np.array([float(optimum["weights"][d]) for d in doms])
   ws = (1 - lam) * w + lam * base
   budget = float(optimum["budget_tokens"])
-  out = {k: v for k, v in optimum.items() if k not in ("intervals",)}
+  out = {k: v for k, v in optimum.items()
+         if k not in ("intervals", "replication_intervals")}
   out["weights"] = {d: float(v) for d, v in zip(doms, ws)}
   out["tokens"] = {d: float(v) * budget for d, v in zip(doms, ws)}
   return out

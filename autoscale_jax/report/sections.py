@@ -130,6 +130,23 @@ def _noise_block(m: records.Mixture) -> list[str]:
   return md + ([""] if noise.get("notes") else [])
 
 
+def _replication_block(files: data_lib.StudyFiles) -> list[str]:
+  """Where a replicate study's DDO optima would fall (90%), if stored."""
+  reps = [(m, m.extra.get("replication_intervals") or {})
+          for _, m in files.ddo]
+  if not any(r for _, r in reps):
+    return []
+  cols = ["domain"] + [f"replicate at {m.budget_tokens:.4g}" for m, _ in reps]
+  rows = [[d] + [(f"[{fmt(r[d][0])}, {fmt(r[d][1])}]" if d in r else "")
+                 for _, r in reps] for d in files.domains]
+  return [table(cols, rows), "",
+          "Where the optimum of a replicate study (same design, new seeds) "
+          "would fall, 90% of the time: each end sqrt(2) times as far from "
+          "the weight as the interval's, since the replicate has noise of "
+          "its own. A 90% interval holds a replicate's optimum only about 75% "
+          "of the time; check a second study against these.", ""]
+
+
 def ddo_section(files: data_lib.StudyFiles, figs: Figures) -> list[str]:
   if not files.ddo:
     return []
@@ -140,6 +157,7 @@ def ddo_section(files: data_lib.StudyFiles, figs: Figures) -> list[str]:
   md += [table(cols, rows), "",
          "Brackets: 90% intervals (bootstrap over runs and seeds); none "
          "when the runs give no noise estimate.", ""]
+  md += _replication_block(files)
   for _, m in files.ddo:
     md += _noise_block(m)
   md += image(figs, "weights")

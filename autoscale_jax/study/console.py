@@ -20,12 +20,19 @@ def say(msg: str) -> None:
 
 
 def print_mixture(title: str, mixture: records.Mixture) -> None:
-  """Prints a mixture's weights, tokens, 90% intervals, warnings and notes."""
+  """Prints a mixture's weights, tokens, 90% intervals, warnings and notes.
+
+  A DDO optimum also shows its replication interval (where a replicate
+  study's optimum would fall, ``mixing.ddo.replication_intervals``).
+  """
   say(f"{title}:")
   intervals = mixture.intervals or {}
+  replication = mixture.extra.get("replication_intervals") or {}
   for d, w in mixture.weights.items():
     band = intervals.get(d)
     band_txt = f"  90% [{band[0]:.3f}, {band[1]:.3f}]" if band else ""
+    rep = replication.get(d)
+    band_txt += f"  replicate study [{rep[0]:.3f}, {rep[1]:.3f}]" if rep else ""
     say(f"  {d:>16s}  w={w:.4f}  tokens={mixture.tokens[d]:.4g}{band_txt}")
   for w in grouped_warnings(mixture.warnings):
     say(f"  warning: {w}")
