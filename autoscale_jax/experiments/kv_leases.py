@@ -3,9 +3,9 @@
 The second lease backend of the lease fan-out (``experiments/leases.py`` is
 the first, on a POSIX filesystem): the same rules, one object per run in a
 tensorstore KvStore (``tensorstore.KvStore``), whose drivers all write
-conditionally on a storage generation: ``gcs`` (``x-goog-if-generation-
-match``), ``file`` (a lock file next to the key, safe across processes and
-hosts on one filesystem) and ``memory``. :func:`lease_tables.open_table`
+conditionally on a storage generation: ``gcs``
+(``x-goog-if-generation-match``), ``file`` (a lock file next to the key;
+safe across processes) and ``memory``. :func:`lease_tables.open_table`
 picks the backend for a workdir (``config.run.lease_backend``).
 
 Layout under the store's root (``<workdir>/leases/``)::
@@ -61,7 +61,8 @@ keeps that away. The ``file`` driver's generation is the file's device,
 inode and modification time; a rewrite within one timestamp tick that reuses
 a freed inode could repeat an older generation, which the content check of
 an observation catches for reads and which heartbeats seconds apart never
-produce.
+produce. GCS takes about one write per second to one object, far more
+than a heartbeat every ``config.run.heartbeat_seconds`` needs.
 """
 
 from __future__ import annotations
