@@ -1,6 +1,8 @@
 """experiments/kv_leases.py and lease_tables.py: leases with CAS on a KvStore.
 
-The behaviour tests run on tensorstore's ``memory`` and ``file`` drivers.
+The behaviour tests run on tensorstore's ``memory``, ``file`` and ``gcs``
+drivers; ``gcs`` is the real driver (HTTP, ``ifGenerationMatch``) talking to
+tests/fake_gcs_server.py on 127.0.0.1, never to Google.
 Time is a fake monotonic clock the test advances, so expiry is exact and no
 test sleeps for a lease to run out. Expiry is per observer: a table counts a
 lease expired once it has itself seen the lease unchanged for its duration.
@@ -17,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import fake_gcs_server
 import pytest
 import tensorstore as ts
 
@@ -39,14 +42,45 @@ class FakeClock:
     return self.now
 
 
-@pytest.fixture(params=["memory", "file"])
+# Retries of a 5xx reply after 10 ms rather than tensorstore's 1 s.
+FAST_RETRIES = {"max_retries": 4, "initial_delay": "10ms",
+                "max_delay": "50ms"}
+
+
+@pytest.fixture(scope="module")
+def gcs_server():
+  with fake_gcs_server.FakeGcsServer() as server:
+    yield server
+
+
+_buckets = iter(range(10**6))
+
+
+@pytest.fixture
+def gcs(gcs_server, monkeypatch) -> tuple[fake_gcs_server.FakeGcsServer, str]:
+  """The fake GCS server, tensorstore pointed at it, and a fresh bucket.
+
+  The driver reads the URL when a store is opened, so setting it per test
+  works whatever gcs stores this process opened before.
+  """
+  for name, value in gcs_server.environ().items():
+    monkeypatch.setenv(name, value)
+  return gcs_server, f"test-bucket-{next(_buckets)}"
+
+
+@pytest.fixture(params=["memory", "file", "gcs"])
 def open_store(request, tmp_path: Path) -> Callable[[], ts.KvStore]:
   """Opens the test's store: one shared memory store, or a fresh handle on
-  one directory per call (as separate workers open it)."""
+  one directory (one bucket) per call (as separate workers open it)."""
   if request.param == "memory":
     store = ts.KvStore.open({"driver": "memory"}).result()
     return lambda: store
-  spec = {"driver": "file", "path": str(tmp_path / "leases") + "/"}
+  if request.param == "file":
+    spec = {"driver": "file", "path": str(tmp_path / "leases") + "/"}
+  else:
+    _, bucket = request.getfixturevalue("gcs")
+    spec = {"driver": "gcs", "bucket": bucket, "path": "study/leases/",
+            "gcs_request_retries": FAST_RETRIES}
   return lambda: ts.KvStore.open(spec).result()
 
 
@@ -242,12 +276,26 @@ _RACER = textwrap.dedent("""
 """)
 
 
-def test_processes_racing_on_the_file_driver_have_one_winner_per_run(
-    tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["file", "gcs"])
+def test_processes_racing_have_one_winner_per_run(request, driver: str,
+                                                  tmp_path: Path) -> None:
+  """Three processes claim six runs at once through ``open_table``: a
+  local workdir (file driver) or ``gs://`` (gcs driver, fake server)."""
   runs = [f"run{k}" for k in range(6)]
   env = dict(os.environ, PYTHONPATH=str(REPO))
+  workdir = str(tmp_path)
+  if driver == "gcs":
+    server, bucket = request.getfixturevalue("gcs")
+    workdir = f"gs://{bucket}/study"
+    env.update(server.environ())
+
+  def lease_of(run: str) -> dict[str, Any]:
+    if driver == "file":
+      return json.loads((tmp_path / "leases" / f"{run}.lease").read_text())
+    return json.loads(server.get(bucket, f"study/leases/{run}.lease").data)
+
   procs = [subprocess.Popen(
-      [sys.executable, "-c", _RACER, str(tmp_path), f"p{k}", *runs],
+      [sys.executable, "-c", _RACER, workdir, f"p{k}", *runs],
       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       env=env, text=True) for k in range(3)]
   for p in procs:  # all have started; each reads "go" once it is ready
@@ -258,7 +306,7 @@ def test_processes_racing_on_the_file_driver_have_one_winner_per_run(
   won = [n for out, _ in outs for n in out.split()]
   assert sorted(won) == runs, outs
   for run in runs:
-    info = json.loads((tmp_path / "leases" / f"{run}.lease").read_text())
+    info = lease_of(run)
     assert [info["owner"]] == [f"p{k}" for k, (out, _) in enumerate(outs)
                                if run in out.split()]
 
@@ -308,6 +356,99 @@ def test_lost_lease_on_a_multi_process_slice_exits_75(tmp_path) -> None:
   out, err = proc.communicate("go\n", timeout=120)
   assert proc.returncode == 75, err
   assert "lease on run lost" in out and "exit status 75" in out
+
+
+# --- the gcs driver against the fake server ---------------------------------
+
+
+def _requests(server, method: str, bucket: str) -> list[tuple[int, str]]:
+  """(status, ifGenerationMatch) of the server's ``method`` requests on
+  ``bucket``'s objects, in order."""
+  return [(r.status, r.query.get("ifGenerationMatch", "-"))
+          for r in server.requests if r.method == method
+          and f"/b/{bucket}/o" in r.path]
+
+
+def test_open_table_on_a_gs_workdir_reaches_the_bucket(gcs) -> None:
+  server, bucket = gcs
+  workdir = f"gs://{bucket}/studies/v4"
+  a = lease_tables.open_table(workdir, "a", DURATION)  # auto: kvstore
+  b = lease_tables.open_table(workdir, "b", DURATION, backend="kvstore")
+  assert isinstance(a, kv_leases.KvLeaseTable)
+  lease = a.acquire("run")
+  assert lease is not None and lease.held()
+  assert server.names(bucket) == ["studies/v4/leases/run.lease"]
+  stored_lease = server.get(bucket, "studies/v4/leases/run.lease")
+  assert json.loads(stored_lease.data)["token"] == lease.token
+  assert b.acquire("run") is None and b.holder("run").owner == "a"
+  assert lease.renew()
+  assert server.get(bucket, "studies/v4/leases/run.lease").generation > (
+      stored_lease.generation)
+  lease.release()
+  assert server.names(bucket) == []
+  # The claim was a create conditional on "no object" (ifGenerationMatch=0),
+  # the renewal and the release conditional on the generation written.
+  assert _requests(server, "POST", bucket) == [
+      (200, "0"), (200, str(stored_lease.generation))]
+  assert [s for s, _ in _requests(server, "DELETE", bucket)] == [204]
+
+
+def test_gcs_precondition_failures_are_lost_leases_not_errors(gcs) -> None:
+  """Another client's write changes the generation: the server answers the
+  lease's conditional requests 412, which the lease reports as lost (no
+  exception) and a claimer as a failed claim."""
+  server, bucket = gcs
+  spec = {"driver": "gcs", "bucket": bucket, "path": "s/leases/"}
+  clock = FakeClock()
+  a, b = (kv_leases.KvLeaseTable(ts.KvStore.open(spec).result(), owner,
+                                 DURATION, clock=clock) for owner in "ab")
+  lease = a.acquire("run")
+  server.put(bucket, "s/leases/run.lease", b'{"owner": "other"}')
+  assert not lease.renew()
+  assert not lease.held()
+  with pytest.raises(leases.LeaseLost):
+    lease.confirm()
+  lease.release()  # deletes nothing
+  assert json.loads(server.get(bucket, "s/leases/run.lease").data) == {
+      "owner": "other"}
+  # A claim of a free run that another client creates between b's read and
+  # b's conditional create.
+  b.kvstore = _RenewBeforeWrite(
+      b.kvstore, lambda: bool(server.put(bucket, "s/leases/free.lease",
+                                         b'{"owner": "other"}')))
+  assert b.acquire("free") is None
+  statuses = [s for s, _ in _requests(server, "POST", bucket)]
+  # a's claim, renew and confirm; b's claim.
+  assert statuses == [200, 412, 412, 412], statuses
+  assert [s for s, _ in _requests(server, "DELETE", bucket)] == [412]
+
+
+def _gcs_tables(server, bucket: str, *owners: str):
+  spec = {"driver": "gcs", "bucket": bucket, "path": "s/leases/",
+          "gcs_request_retries": FAST_RETRIES}
+  clock = FakeClock()
+  return clock, [kv_leases.KvLeaseTable(ts.KvStore.open(spec).result(), o,
+                                        DURATION, clock=clock)
+                 for o in owners]
+
+
+def test_gcs_renewal_and_release_whose_replies_were_lost(gcs) -> None:
+  """The server carries out a request but its reply is lost (503): the
+  driver retries it, the retry fails its precondition (the first attempt
+  already changed the generation), and the lease finds its own write."""
+  server, bucket = gcs
+  _, (a, b) = _gcs_tables(server, bucket, "a", "b")
+  lease = a.acquire("run")
+  server.lose_next_reply("POST")
+  assert lease.renew() and lease.held()
+  assert stored(b, "run")["renewals"] == 2  # the lost one and its successor
+  assert [s for s, _ in _requests(server, "POST", bucket)] == [
+      200, 503, 412, 200]
+  server.lose_next_reply("DELETE")
+  lease.release()
+  assert server.names(bucket) == []
+  assert [s for s, _ in _requests(server, "DELETE", bucket)] == [503, 404]
+  assert b.acquire("run") is not None
 
 
 # --- backend choice (lease_tables) ------------------------------------------
