@@ -451,6 +451,25 @@ def test_gcs_renewal_and_release_whose_replies_were_lost(gcs) -> None:
   assert b.acquire("run") is not None
 
 
+def test_gcs_claim_whose_reply_was_lost_is_held(gcs) -> None:
+  """A claim the server carried out but whose reply was lost: the driver's
+  retry fails its precondition (the object now exists), so the claimer
+  reads the object back and finds its own token: it holds the run, rather
+  than leaving behind a lease nobody renews that blocks the run for its
+  whole duration."""
+  server, bucket = gcs
+  _, (a, b) = _gcs_tables(server, bucket, "a", "b")
+  server.lose_next_reply("POST")
+  lease = a.acquire("run")
+  assert [s for s, _ in _requests(server, "POST", bucket)] == [503, 412]
+  assert lease is not None and lease.generation == 0 and lease.held()
+  assert stored(b, "run")["token"] == lease.token
+  assert b.acquire("run") is None
+  assert lease.renew() and stored(b, "run")["renewals"] == 1
+  lease.release()
+  assert server.names(bucket) == []
+
+
 # --- backend choice (lease_tables) ------------------------------------------
 
 

@@ -308,7 +308,12 @@ class KvLeaseTable:
 
   def _write(self, name: str, if_equal: bytes, generation: int,
              taken_from: Optional[str]) -> Optional[KvLease]:
-    """A CAS write of a new lease on ``if_equal``; None if it lost."""
+    """A CAS write of a new lease on ``if_equal``; None if it lost.
+
+    A failed write is read back: the object may hold this lease's token
+    after all, written by an attempt whose reply was lost (the lease then
+    holds, counted from this write's start, as a renewal would).
+    """
     lease = KvLease(
         name=name, owner=self.owner, token=uuid.uuid4().hex,
         generation=generation, duration_s=self.duration_s,
@@ -317,8 +322,11 @@ class KvLeaseTable:
     start = self.clock()
     written = _cas(self.kvstore, lease.key, lease.content(0), if_equal,
                    f"claiming {lease.key}")
-    if not written:
+    if written:
+      lease.stamp = written
+    elif not lease._adopt_mine():  # pylint: disable=protected-access
       return None  # another worker claimed or renewed it first
-    lease.stamp = written
+    # else: my write landed but its reply was lost (the gcs driver retried
+    # it, and the retry failed its precondition); my token is there.
     lease.renewed_at = start
     return lease
