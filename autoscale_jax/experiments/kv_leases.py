@@ -20,6 +20,11 @@ writers racing on one generation exactly one succeeds.
 
 * claim a free run: read it (missing), then CAS-create it conditional on the
   missing read's generation ("no value").
+* a write whose reply was lost: the ``gcs`` driver retries a request that
+  got no reply (or a 5xx); if the first attempt landed, the retry fails its
+  precondition and the write reports failure. So a failed claim, renewal or
+  release reads the object back, and an object with this lease's token (a
+  fresh random one per lease) is this lease's own write.
 * renew: CAS-rewrite my lease (``renewals + 1``) conditional on the
   generation my last write produced. Success gives a new generation; failure
   means another worker took the run over: the lease is lost.
@@ -63,6 +68,11 @@ a freed inode could repeat an older generation, which the content check of
 an observation catches for reads and which heartbeats seconds apart never
 produce. GCS takes about one write per second to one object, far more
 than a heartbeat every ``config.run.heartbeat_seconds`` needs.
+
+Tested (tests/test_kv_leases.py) on the ``memory``, ``file`` and ``gcs``
+drivers; ``gcs`` is tensorstore's real driver talking HTTP to
+tests/fake_gcs_server.py, an in-memory server of the GCS JSON API subset it
+uses. Real GCS is never reached from the tests.
 """
 
 from __future__ import annotations
