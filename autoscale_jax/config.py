@@ -66,6 +66,8 @@ SCHEDULES = ("linear", "cosine")
 SWARM_MODES = ("auto", "off", "vmap", "scan")
 # What a run's directory keeps once its store record is written.
 KEEP_AFTER_FINISH = ("params", "none", "all")
+# Where run leases live (= experiments/lease_tables.BACKENDS).
+LEASE_BACKENDS = ("auto", "posix", "kvstore")
 # run.swarm="auto" uses the swarm when its measured step is at least this
 # much faster than the runs' steps one by one (margin for timing noise).
 SWARM_MIN_SPEEDUP = 1.2
@@ -183,6 +185,12 @@ def base_config() -> ml_collections.ConfigDict:
   # worker's run is taken over by another worker after this long.
   c.run.lease_seconds = 120.0
   c.run.heartbeat_seconds = 20.0  # renew every this many s (<= lease / 2)
+  # Lease store (experiments/lease_tables.py): "posix" = lease files on a
+  # shared filesystem (workers' clocks must agree); "kvstore" = one object
+  # per run with generation preconditions (tensorstore: gs:// or a local
+  # path; only clock rates must agree); "auto" = kvstore for gs://, else
+  # posix. Every worker of one workdir must use the same backend.
+  c.run.lease_backend = "auto"
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the rest
@@ -462,6 +470,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
       _fail("run.eval_batch_size", c.run.eval_batch_size,
             f"must be divisible by the data-parallel size {data_par}")
   _choice(c, "run.swarm", SWARM_MODES)
+  _choice(c, "run.lease_backend", LEASE_BACKENDS)
   _positive_number(c, "run.lease_seconds")
   _positive_number(c, "run.heartbeat_seconds")
   if c.run.heartbeat_seconds > c.run.lease_seconds / 2:

@@ -110,8 +110,9 @@ _NUM_WORKERS = flags.DEFINE_integer(
 _WORKER = flags.DEFINE_string(
     "worker", None,
     "ddo: lease fan-out: this worker's name (auto = host-pid); any number of "
-    "workers claim runs from the shared workdir with leases "
-    "(config.run.lease_seconds) and take over a dead worker's runs.")
+    "workers claim runs from the shared workdir (a shared path or gs://) "
+    "with leases (config.run.lease_seconds, config.run.lease_backend) and "
+    "take over a dead worker's runs.")
 
 
 class UsageError(errors.UserError, ValueError):

@@ -41,8 +41,9 @@ Flags (environment variable in brackets; flags win)
                            each slice is one lease worker, --worker=TPU id
                            (its hosts train together); slices can die and
                            be re-created at any time. Needs --stage ddo and
-                           a WORKDIR on a POSIX filesystem every worker
-                           mounts (Filestore/NFS), not gs:// [LEASES=1]
+                           a WORKDIR on gs:// (generation-precondition
+                           leases) or on a POSIX filesystem every worker
+                           mounts (Filestore/NFS) [LEASES=1]
   --stage S                [STAGE] (ddo)
   --config PATH            config file, relative to the repo [CONFIG]
   --workdir DIR            study dir, normally gs://BUCKET/... [WORKDIR]
@@ -214,8 +215,8 @@ if [[ "${SUBCOMMAND}" == run ]]; then
       || die "--leases and --num-workers/--worker-index exclude each other (lease workers need no share)"
     [[ "${STAGE}" == ddo ]] \
       || die "--leases applies to --stage ddo only (got '${STAGE}'); run later stages once, without --leases"
-    [[ "${WORKDIR}" != *://* ]] \
-      || die "--leases needs WORKDIR on a POSIX filesystem every worker mounts (e.g. Filestore at /mnt/study), not '${WORKDIR}'"
+    [[ "${WORKDIR}" != *://* || "${WORKDIR}" == gs://* ]] \
+      || die "--leases needs WORKDIR on gs:// or on a POSIX filesystem every worker mounts (e.g. Filestore at /mnt/study), not '${WORKDIR}'"
   fi
 fi
 if [[ "${SUBCOMMAND}" == tail && "${SLICE}" -ge "${SLICES}" ]]; then

@@ -182,10 +182,20 @@ LEASE_S = 3.0
 TOOK_OVER = re.compile(r"\]: took over (\S+) from (\S+) \(its lease expired\)")
 
 
-def _leases_of(root: Path, owner: str) -> list[Path]:
+def _lease_files(root: Path, backend: str) -> list[Path]:
+  """The lease files under ``root``: ``<run>/<generation>.lease`` (posix) or
+  ``<run>.lease`` (kvstore, the tensorstore file driver)."""
+  return list(root.glob("*/*.lease" if backend == "posix" else "*.lease"))
+
+
+def _run_of(lease: Path, backend: str) -> str:
+  return lease.parent.name if backend == "posix" else lease.stem
+
+
+def _leases_of(root: Path, owner: str, backend: str) -> list[Path]:
   """The lease files under ``root`` whose owner is ``owner``."""
   found = []
-  for path in root.glob("*/*.lease"):
+  for path in _lease_files(root, backend):
     try:
       if json.loads(path.read_text()).get("owner") == owner:
         found.append(path)
@@ -195,12 +205,14 @@ def _leases_of(root: Path, owner: str) -> list[Path]:
 
 
 @pytest.mark.slow  # about 80 s on 2 busy cores: two CLI starts, one compile
+@pytest.mark.parametrize("backend", ["posix", "kvstore"])
 def test_lease_worker_killed_holding_a_lease_is_taken_over(
-    tmp_path: Path) -> None:
+    tmp_path: Path, backend: str) -> None:
   """Two lease workers; one is SIGKILLed mid-run while it holds a lease.
 
   The survivor trains the other runs, takes the dead worker's run over once
-  its lease has expired, and every run is recorded exactly once.
+  its lease has expired, and every run is recorded exactly once. With either
+  lease backend (config.run.lease_backend) on the local workdir.
   """
   deadline = time.time() + 600  # a hang guard only (about 80 s when idle)
   cfg = tmp_path / "micro_one_budget.py"
@@ -211,18 +223,19 @@ def test_lease_worker_killed_holding_a_lease_is_taken_over(
   base = ["--stage=ddo", f"--config={cfg}", f"--workdir={work}",
           "--verbosity=0", "--config.run.swarm=off",
           f"--config.run.lease_seconds={LEASE_S}",
-          "--config.run.heartbeat_seconds=0.5"]
+          "--config.run.heartbeat_seconds=0.5",
+          f"--config.run.lease_backend={backend}"]
   logs = {w: tmp_path / f"{w}.log" for w in ("a", "b")}
   procs = {w: _start(base + [f"--worker={w}"], logs[w]) for w in ("a", "b")}
   try:
     # Kill worker a as soon as it holds a lease (it is training that run).
-    while not (held := _leases_of(work / "leases", "a")):
+    while not (held := _leases_of(work / "leases", "a", backend)):
       if procs["a"].poll() is not None or time.time() > deadline:
         pytest.fail("worker a held no lease:\n" + logs["a"].read_text()[-3000:])
       time.sleep(0.02)
     os.kill(procs["a"].pid, signal.SIGKILL)
     procs["a"].wait()
-    orphan = held[0].parent.name
+    orphan = _run_of(held[0], backend)
     assert held[0].exists(), "the killed worker's lease must stay behind"
     out_b = _wait(procs["b"], logs["b"], deadline)
   finally:
@@ -247,5 +260,5 @@ def test_lease_worker_killed_holding_a_lease_is_taken_over(
   for r in records:
     assert r["steps"] >= 1 and r["kind"] == "ddo", r["name"]
   # Every lease was released; the survivor fitted the budget.
-  assert not list((work / "leases").glob("*/*.lease"))
+  assert not _lease_files(work / "leases", backend)
   assert (work / "ddo" / "budget_0" / "mixture.json").exists()

@@ -344,15 +344,17 @@ def test_shellcheck_clean() -> None:
 POSIX_WORKDIR = "/mnt/study/v4 run"
 
 
-def test_leases_run_one_lease_worker_per_slice() -> None:
-  cmds = dry("run", f"--config={CONFIG}", "--workdir", POSIX_WORKDIR,
+@pytest.mark.parametrize("workdir", [POSIX_WORKDIR, WORKDIR])
+def test_leases_run_one_lease_worker_per_slice(workdir: str) -> None:
+  """On a shared POSIX path or on gs:// (kvstore leases)."""
+  cmds = dry("run", f"--config={CONFIG}", "--workdir", workdir,
              "--slices=2", "--leases")
   assert [c[5] for c in cmds] == ["ddo-0", "ddo-1"]
   for k, c in enumerate(cmds):
     assert flag(c, "--worker") == "all"  # every host of the slice
     job = _job_line(c)
     assert job[2:] == ["-m", "autoscale_jax.main", "--stage=ddo",
-                       f"--config={CONFIG}", f"--workdir={POSIX_WORKDIR}",
+                       f"--config={CONFIG}", f"--workdir={workdir}",
                        f"--worker=ddo-{k}"]
     assert not any(a.startswith(("--num_workers", "--worker_index"))
                    for a in job)
@@ -362,7 +364,8 @@ def test_leases_run_one_lease_worker_per_slice() -> None:
 
 
 @pytest.mark.parametrize("args,needle", [
-    (run_args("--leases"), "POSIX filesystem"),
+    (("run", "--config=c.py", "--workdir=s3://b/s", "--leases"),
+     "gs:// or on a POSIX filesystem"),
     (("run", "--config=c.py", "--workdir=/mnt/s", "--leases",
       "--num-workers=2", "--worker-index=0"), "exclude each other"),
     (("run", "--config=c.py", "--workdir=/mnt/s", "--leases", "--stage=fit"),

@@ -44,7 +44,8 @@ GOLDEN_BASE = "c088e7b94e48f4af92ca898ad10471ba9b1813aa6b0a0230133da6642d7fddee"
 RUN_CHANGES = {"steps_per_call": 3, "swarm": "off", "log_every_steps": 7,
                "checkpoint_every_steps": 11, "keep_checkpoints": 5,
                "eval_batch_size": 32, "remat": True, "lease_seconds": 60.0,
-               "heartbeat_seconds": 5.0, "keep_after_finish": "all"}
+               "heartbeat_seconds": 5.0, "keep_after_finish": "all",
+               "lease_backend": "kvstore"}
 
 
 def _fingerprint(c, name="ddo_b1_base_s0", seed=0, eval_every=8,

@@ -34,8 +34,12 @@ holds a run is one atomic filesystem operation:
 Assumptions, stated rather than hidden: workers' clocks agree to well within
 ``duration_s`` (NTP does that; expiry compares a file time with the reader's
 clock), and the filesystem is POSIX with atomic ``O_EXCL`` create (local
-disks, NFSv3+, Lustre, GPFS, Filestore). ``gs://`` workdirs are refused
-(:class:`LeaseError`) until generation-precondition leases exist.
+disks, NFSv3+, Lustre, GPFS, Filestore). ``gs://`` workdirs use the
+key-value store backend (``experiments/kv_leases.py``: generation
+preconditions, and no clock agreement needed), which
+``experiments/lease_tables.py`` picks (``config.run.lease_backend``); both
+backends share this module's :class:`Holder`, errors, :class:`Heartbeat`
+and the :class:`RunLease` / :class:`RunLeaseTable` interface.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from autoscale_jax.errors import UserError
 
@@ -74,6 +78,11 @@ def default_owner() -> str:
   return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def valid_run_name(name: str) -> bool:
+  """True if ``name`` can name a run's lease (``[A-Za-z0-9_.-]+``)."""
+  return bool(_NAME_RE.match(name))
+
+
 def lease_root(workdir: str | os.PathLike) -> Path:
   """``<workdir>/leases`` as a local path; refuses workdirs that are URLs.
 
@@ -83,9 +92,9 @@ def lease_root(workdir: str | os.PathLike) -> Path:
   text = os.fspath(workdir)
   if "://" in text:
     raise LeaseError(
-        f"--workdir={text}: run leases need a POSIX shared filesystem for now "
-        "(NFS, Filestore, Lustre or a local disk; gs:// is not supported); "
-        "use such a workdir, or the static share --worker_index/--num_workers")
+        f"--workdir={text}: config.run.lease_backend='posix' needs a POSIX "
+        "shared filesystem (NFS, Filestore, Lustre or a local disk); use "
+        "lease_backend 'auto' or 'kvstore' for a gs:// workdir")
   return Path(text) / "leases"
 
 
@@ -185,6 +194,35 @@ class Holder:
   expires_in_s: float  # <= 0: expired, free to take over
 
 
+class RunLease(Protocol):
+  """What the lease fan-out uses of a lease, in either backend."""
+  name: str
+  generation: int  # how many takeovers led to this lease
+  taken_from: Optional[str]  # the expired lease's owner, on takeover
+
+  def held(self) -> bool:
+    ...
+
+  def renew(self) -> bool:
+    ...
+
+  def confirm(self) -> None:
+    ...
+
+  def release(self) -> None:
+    ...
+
+
+class RunLeaseTable(Protocol):
+  """What the lease fan-out uses of a lease table, in either backend."""
+
+  def acquire(self, name: str) -> Optional[RunLease]:
+    ...
+
+  def holder(self, name: str) -> Optional[Holder]:
+    ...
+
+
 class LeaseTable:
   """The leases of every run under ``root``, as one worker uses them."""
 
@@ -196,7 +234,7 @@ class LeaseTable:
     self.clock = clock
 
   def _run_dir(self, name: str) -> Path:
-    if not _NAME_RE.match(name):
+    if not valid_run_name(name):
       raise LeaseError(f"run name {name!r} must match [A-Za-z0-9_.-]+")
     return self.root / name
 
@@ -297,7 +335,7 @@ class Heartbeat:
   Use as a context manager around the work the lease covers.
   """
 
-  def __init__(self, lease: Lease, interval_s: float,
+  def __init__(self, lease: RunLease, interval_s: float,
                on_lost: Optional[Callable[[], None]] = None):
     self.lease = lease
     self.interval_s = float(interval_s)

@@ -18,7 +18,7 @@ from autoscale_jax import config as config_lib
 from autoscale_jax import distributed
 from autoscale_jax import records
 from autoscale_jax.data import pipeline
-from autoscale_jax.experiments import leases
+from autoscale_jax.experiments import lease_tables
 from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.study import console
 from autoscale_jax.study import layout as layout_lib
@@ -180,7 +180,8 @@ class Study:
         raise options_lib.StageError(
             f"--worker={o.worker} (lease fan-out) and --worker_index/"
             "--num_workers (static share) exclude each other; give one")
-      leases.lease_root(str(self.layout.root))  # gs:// is refused, early
+      lease_tables.backend_of(  # an unusable workdir is refused, early
+          str(self.layout.root), self.config.run.lease_backend)
       return set(names)
     if o.num_workers is None and o.worker_index is None:
       return set(names)

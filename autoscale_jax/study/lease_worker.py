@@ -2,7 +2,9 @@
 
 With ``--stage=ddo --worker=NAME`` a worker loops over every planned run of
 every budget until each has a store record: it reuses a recorded run, claims
-a free one with a lease (``experiments/leases.py``) and trains it while a
+a free one with a lease (``experiments/leases.py`` on a POSIX filesystem, or
+``experiments/kv_leases.py`` on gs:// or any kvstore, chosen by
+``config.run.lease_backend``) and trains it while a
 heartbeat renews the lease, and waits while the remaining runs are leased by
 live workers. A worker that dies or is preempted stops renewing; after
 ``config.run.lease_seconds`` another worker takes its run over and resumes it
@@ -34,6 +36,7 @@ from typing import Any, Callable, Optional
 import jax
 
 from autoscale_jax import distributed
+from autoscale_jax.experiments import lease_tables
 from autoscale_jax.experiments import leases
 from autoscale_jax.study import console
 from autoscale_jax.study import core
@@ -61,12 +64,12 @@ class _Claims:
   """Process 0's side: which run to train next, with the leases it holds."""
 
   def __init__(self, study: core.Study, jobs: list[Job],
-               table: leases.LeaseTable):
+               table: leases.RunLeaseTable):
     self.study = study
     self.jobs = jobs
     self.table = table
     self.done = [False] * len(jobs)
-    self.held: dict[int, leases.Lease] = {}
+    self.held: dict[int, leases.RunLease] = {}
 
   def _recorded(self, job: Job) -> bool:
     fp = self.study.fingerprint(job.name, job.tokens, job.seed)
@@ -107,12 +110,12 @@ def train_all(study: core.Study, jobs: list[Job]) -> None:
   """Trains or reuses every run of ``jobs`` under leases; returns when all
   of them have a store record (trained here or by any other worker)."""
   c = study.config
-  root = leases.lease_root(str(study.layout.root))
   owner = worker_name(study.options.worker or "")
   primary = distributed.is_primary()
   multi = jax.process_count() > 1
-  claims = (_Claims(study, jobs, leases.LeaseTable(
-      root, owner, float(c.run.lease_seconds))) if primary else None)
+  claims = (_Claims(study, jobs, lease_tables.open_table(
+      str(study.layout.root), owner, float(c.run.lease_seconds),
+      backend=c.run.lease_backend)) if primary else None)
   heartbeat_s = float(c.run.heartbeat_seconds)
   console.say(f"lease worker {owner}: {len(jobs)} DDO runs, lease "
               f"{float(c.run.lease_seconds):g}s, heartbeat {heartbeat_s:g}s")
@@ -145,7 +148,7 @@ def _exit_slice(job: Job) -> Callable[[], None]:
   return stop
 
 
-def _train_one(study: core.Study, job: Job, lease: Optional[leases.Lease],
+def _train_one(study: core.Study, job: Job, lease: Optional[leases.RunLease],
                heartbeat_s: float, multi: bool) -> bool:
   """Trains (or reuses) one run; False if its lease was lost mid-run."""
   if lease is not None and lease.taken_from is not None:
