@@ -291,8 +291,30 @@ def _unknown_override_message(argv: list[str], e: Exception) -> str:
   return f"--config.{path}: no such config key; {fix}"
 
 
+def _repeated_override(argv: list[str]) -> str | None:
+  """The error for a --config.KEY override given twice, or None.
+
+  absl takes the last of two scalar values but ml_collections joins two tuple
+  values into one (``--config.final.seeds=(0,1) --config.final.seeds=(2,3)``
+  gave ``[0, 1, 2, 3]``), so a repeated key is refused rather than guessed.
+  """
+  seen = set()
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0]
+      if key in seen:
+        return (f"--config.{key} is given twice; give it once (for a tuple "
+                "the two values would be joined, not replaced)")
+      seen.add(key)
+  return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag or config override is a one-line error, exit 2."""
+  repeated = _repeated_override(argv)
+  if repeated:
+    print(f"error: {repeated}", file=sys.stderr)
+    sys.exit(2)
   try:
     return flags.FLAGS(argv)
   except errors.UserError as e:  # the config file (config_file.load)

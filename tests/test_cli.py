@@ -42,6 +42,19 @@ def test_bad_config_value_is_one_line_exit_2(tmp_path):
   assert "Traceback" not in r.stderr
 
 
+def test_repeated_config_override_is_one_line_exit_2(tmp_path):
+  """ml_collections would join two tuple values ((0,1) then (2,3) gave
+  [0, 1, 2, 3]); a key given twice is refused, naming it."""
+  r = _cli("--stage=ddo", "--config=configs/micro.py",
+           "--config.final.seeds=(0,1)", "--config.train.seq_len=32",
+           "--config.final.seeds=(2,3)", f"--workdir={tmp_path}")
+  assert r.returncode == 2, r.stderr
+  assert r.stderr.strip().splitlines() == [
+      "error: --config.final.seeds is given twice; give it once (for a tuple "
+      "the two values would be joined, not replaced)"]
+  assert not os.listdir(tmp_path)  # refused before anything was written
+
+
 def test_unknown_stage_exit_2(tmp_path):
   r = _cli("--stage=everything", "--config=configs/micro.py",
            f"--workdir={tmp_path}")
