@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import fake_gcs_server
+from test_leases import FakeClock
 import pytest
 import tensorstore as ts
 
@@ -31,15 +32,6 @@ from autoscale_jax.experiments import leases
 
 REPO = Path(__file__).resolve().parents[1]
 DURATION = 10.0
-
-
-class FakeClock:
-
-  def __init__(self, now: float = 500.0):
-    self.now = now
-
-  def __call__(self) -> float:
-    return self.now
 
 
 # Retries of a 5xx reply after 10 ms rather than tensorstore's 1 s.
