@@ -36,7 +36,9 @@ import ast
 import errno
 import os
 import re
+import signal
 import sys
+import threading
 
 from autoscale_jax import tfenv
 
@@ -235,6 +237,8 @@ def main(argv: list[str]) -> None:
   # progress lines; keep warnings unless the user asked for --verbosity.
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  terminated: list[int] = []
+  previous_sigterm = _sigterm_as_interrupt(terminated)
   try:
     _run(argv)
   except errors.UserError as e:
@@ -246,9 +250,47 @@ def main(argv: list[str]) -> None:
     print(f"error: {os_error_message(e)}", file=sys.stderr)
     sys.exit(2)
   except KeyboardInterrupt:
+    if terminated:
+      print("terminated (SIGTERM): finished runs and the last checkpoint of "
+            "the run in progress are kept; run the same command again to "
+            "continue.", file=sys.stderr)
+      sys.exit(128 + signal.SIGTERM)
     print("interrupted: finished runs are kept; run the same command again "
           "to continue.", file=sys.stderr)
     sys.exit(130)
+  finally:
+    if previous_sigterm is not None:
+      signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _sigterm_as_interrupt(terminated: list[int]):
+  """Makes SIGTERM act like Ctrl-C until the previous handler is restored.
+
+  SIGTERM is how a preemption, ``scancel``, ``kubectl delete`` or ``docker
+  stop`` asks a process to stop before a SIGKILL. It goes through SIGINT's
+  handler, so it is held while a checkpoint save is being started
+  (``train.checkpoint.sigint_held``) and then stops the study as Ctrl-C
+  does: finished runs are kept and the run in progress resumes from its last
+  checkpoint. Where SIGINT is ignored (a background job of a
+  non-interactive shell) SIGTERM still stops the study. Each SIGTERM is
+  appended to ``terminated``.
+
+  Returns:
+    The previous SIGTERM handler, or None outside the main thread (where
+    handlers cannot be set; SIGTERM keeps its default action there).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    return None
+
+  def on_sigterm(signum, frame):
+    terminated.append(signum)
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if callable(on_sigint):
+      on_sigint(signal.SIGINT, frame)  # raises, or holds it during a save
+    else:
+      raise KeyboardInterrupt
+
+  return signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _moved_override(argv: list[str]) -> str | None:
