@@ -1,6 +1,9 @@
 """The command line run in the test's own process (no interpreter start-up,
 and JAX's compiled programs are shared with the other tests)."""
 
+import contextlib
+import io
+import subprocess
 import sys
 from unittest import mock
 
@@ -26,3 +29,14 @@ def cli(*args: str) -> int:
   except SystemExit as e:
     return int(e.code)
   return 0
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+  """Like ``subprocess.run([python, -m, autoscale_jax.main, *args])`` with
+  ``capture_output=True, text=True``, in-process: exit status, stdout and
+  stderr (what the command printed while it ran)."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = cli(*args)
+  return subprocess.CompletedProcess(["autoscale_jax", *args], code,
+                                     out.getvalue(), err.getvalue())

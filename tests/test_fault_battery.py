@@ -13,7 +13,8 @@ files first. Every case must
   bytes afterwards (a case that corrupts one of them is compared on the
   others).
 
-The micro study is built once per session and shared; a case that mutates it
+The micro study is built once per session (a copy of the session's shared
+one, tests/micro_study.py) and shared; a case that mutates it
 runs on a copy (``copy=True``). Cases run ``autoscale_jax.main`` in-process
 (flags reset between calls); :func:`test_through_a_real_process` runs a few
 through ``python -m autoscale_jax.main`` from another directory to prove the
@@ -39,6 +40,7 @@ from absl import flags
 import pytest
 
 from autoscale_jax import main as main_lib
+import micro_study
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -84,10 +86,14 @@ def finished_files(study: pathlib.Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def finished_study(tmp_path_factory) -> pathlib.Path:
-  """One finished micro study (all stages), built once per session."""
-  study = tmp_path_factory.mktemp("battery") / "micro"
-  code, out, err = invoke(["--stage=all", "--config=micro",
+def finished_study(micro_base, tmp_path_factory) -> pathlib.Path:
+  """One finished micro study (all stages): the battery's own copy of the
+  session's shared one (tests/micro_study.py), made once per session."""
+  study = micro_study.copy_workdir(
+      micro_base.workdir, tmp_path_factory.mktemp("battery") / "micro")
+  # project/mixture.json names its inputs by absolute path: project again so
+  # the copy's names its own (every run and optimum is reused as it is).
+  code, out, err = invoke(["--stage=project", "--config=micro",
                            f"--workdir={study}"])
   assert code == 0, out[-2000:] + err[-2000:]
   assert (study / "final" / "comparison.json").exists()

@@ -1,7 +1,8 @@
 """The report of a finished micro study, read as a researcher and a browser.
 
 One micro study through the CLI (two DDO seeds, so the noise has numbers;
-a second final seed, so the verdict has intervals). The report is built from
+two final seeds, so the verdict has intervals; the session's shared one,
+tests/micro_study.py, with a third final mixture). The report is built from
 copies of it twice: as an older workdir wrote it (no DDO ``"noise"``, no
 comparison ``"seeds"``, no project/estimates.json) and with those blocks
 added from the study's own files by mixing/noise, mixing/verdict and
@@ -10,10 +11,8 @@ mixing/estimators.
 
 import glob
 import json
-import os
+import re
 import shutil
-import subprocess
-import sys
 
 import html5lib
 import matplotlib
@@ -30,29 +29,17 @@ from configs import micro
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import micro_study  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DOMAINS = ("alpha", "beta", "gamma")
-MIXTURES = ("projected", "uniform", "ddo_small")
-OVERRIDES = ("--config.ddo.seeds=(0,1)",
-             "--config.final.mixtures=('projected','uniform','ddo_small')")
+MIXTURES = micro_study.REPORT_MIXTURES  # projected, uniform, ddo_small
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _cli(*args, timeout=900):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("XLA_FLAGS", None)
-  r = subprocess.run(
-      [sys.executable, "-m", "autoscale_jax.main", *args], cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=timeout)
-  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-  return r.stdout
 
 
 def _config():
   c = micro.get_config()
   c.ddo.seeds = (0, 1)
+  c.final.seeds = (0, 1)
   c.final.mixtures = list(MIXTURES)
   return c
 
@@ -67,14 +54,10 @@ def _write(path, obj):
     json.dump(obj, f)
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("micro_report")
-  args = ("--config=configs/micro.py", f"--workdir={workdir}") + OVERRIDES
-  _cli("--stage=all", *args)
-  # A second seed of every final run (the seed verdict's paired seeds).
-  _cli("--stage=final", *args, "--config.seed=43")
-  return workdir
+@pytest.fixture
+def study(micro_report):
+  """The shared study's workdir (read only: tests build reports on copies)."""
+  return micro_report.workdir
 
 
 def _copy(study, tmp_path, name):
@@ -102,11 +85,12 @@ def _strip_new_blocks(workdir):
 
 
 def _final_curves(workdir):
-  """``{mixture: {seed: curve}}`` straight from the store's final records."""
+  """``{mixture: {seed: curve}}`` straight from the store's final records
+  (``final_<mixture>`` for the first seed, ``final_<mixture>_s<k>`` after)."""
   curves = {}
   for path in glob.glob(str(workdir / "store" / "final_*.json")):
     rec = _json(path)
-    name = rec["name"].removeprefix("final_")
+    name = re.sub(r"_s\d+$", "", rec["name"].removeprefix("final_"))
     curves.setdefault(name, {})[rec["seed"]] = rec["curve"]
   return curves
 

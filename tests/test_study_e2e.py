@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import micro_study
 import run_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,13 +44,19 @@ def _reused(out):
   return sum(int(n) for n in REUSED.findall(out))
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("micro")
-  # One by one: the reference the swarm test compares against.
-  r = _run("--stage=all", "--config=configs/micro.py", f"--workdir={workdir}",
-           "--config.run.swarm=off")
-  return workdir, r.stdout, r.stderr
+@pytest.fixture
+def study(micro_base):
+  """The shared micro study (tests/micro_study.py: `--stage=all` one run at a
+  time, the reference the swarm test compares against): workdir, stdout and
+  stderr. Read only: a test that runs a stage in it takes `copy`."""
+  return micro_base.workdir, micro_base.out, micro_base.err
+
+
+@pytest.fixture
+def copy(micro_base, tmp_path):
+  """A private copy of the shared study's workdir, as `study` gives it."""
+  workdir = micro_study.copy_workdir(micro_base.workdir, tmp_path / "micro")
+  return workdir, micro_base.out, micro_base.err
 
 
 def _json(path):
@@ -153,8 +160,8 @@ def test_report_names_domains_and_matches_json(study):
     assert png in html
 
 
-def test_second_run_reuses_everything(study):
-  workdir, *_ = study
+def test_second_run_reuses_everything(copy):
+  workdir, *_ = copy
   before = {k: (workdir / "ddo" / f"budget_{k}" / "mixture.json").read_bytes()
             for k in (0, 1)}
   comparison = _json(workdir / "final" / "comparison.json")
@@ -189,11 +196,11 @@ def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
       assert ours["weights"][d] == pytest.approx(ref["weights"][d], abs=5e-3)
 
 
-def test_execution_only_settings_keep_runs(study):
+def test_execution_only_settings_keep_runs(copy):
   # Logging, checkpointing, eval batching, remat, steps per call and the
   # swarm switch (config.run) do not change a run's result, so they do not
   # change its identity.
-  workdir, *_ = study
+  workdir, *_ = copy
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
              "--config.run.log_every_steps=3",
              "--config.run.checkpoint_every_steps=7",
@@ -204,11 +211,13 @@ def test_execution_only_settings_keep_runs(study):
   assert _reused(out) == 2 * (2 * len(DOMAINS) + 1)
 
 
-def test_changed_config_reports_stale_and_retrains(study):
-  # Last in the file: it rewrites the study's DDO outputs.
-  workdir, *_ = study
+def test_changed_config_reports_stale_and_retrains(copy):
+  # On a copy: it rewrites the study's DDO outputs.
+  workdir, *_ = copy
+  # The retraining as one program per budget, without run.swarm=auto's
+  # timing of every way (an execution setting: same records, less time).
   out = _cli("--stage=ddo", "--config=configs/micro.py", f"--workdir={workdir}",
-             "--config.train.learning_rate=0.001")
+             "--config.train.learning_rate=0.001", "--config.run.swarm=vmap")
   # One line for every stale record of both budgets, the first named.
   stale = 2 * (2 * len(DOMAINS) + 1)
   [line] = [l for l in out.splitlines() if "stale record" in l]

@@ -1,6 +1,7 @@
 """The study's measurement wiring through the CLI on the micro config.
 
-One micro study with two DDO seeds and two final seeds (`--stage=all`), then:
+One micro study with two DDO seeds and two final seeds (`--stage=all`; the
+session's shared one, tests/micro_study.py), then:
 the DDO optima carry the measured noise, the projection names its estimator
 and provenance and lists every estimator, the final stage gives a verdict
 over seeds (first in the output and in comparison.md), stale inputs are
@@ -9,30 +10,29 @@ refused with one line, `--stage=fit` with nothing to fit fails, a partial
 `--config` and write the exports. Tests that change the workdir run on a copy.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
 
 from autoscale_jax.mixing import estimators
+import inprocess
+import micro_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOMAINS = ("alpha", "beta", "gamma")
 MICRO = "--config=configs/micro.py"
-SEEDS = ("--config.ddo.seeds=(0,1)", "--config.final.seeds=(0,1)")
+SEEDS = micro_study.SEEDS  # ddo.seeds=(0,1), final.seeds=(0,1)
 
 
-def _cli(*args, timeout=900):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("XLA_FLAGS", None)  # one CPU device, as a user would run it
-  return subprocess.run(
-      [sys.executable, "-m", "autoscale_jax.main", *args], cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=timeout)
+def _cli(*args):
+  """The CLI in-process, from the repository root (the shared study itself
+  is made by a real `python -m autoscale_jax.main`, tests/micro_study.py)."""
+  with contextlib.chdir(ROOT):
+    return inprocess.run(*args)
 
 
 def _ok(*args):
@@ -55,19 +55,17 @@ def _json(path):
     return json.load(f)
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("micro_seeds")
-  out = _ok("--stage=all", MICRO, f"--workdir={workdir}", *SEEDS)
-  return workdir, out
+@pytest.fixture
+def study(micro_seeds):
+  """The shared micro study with seeds (tests/micro_study.py): workdir and
+  the stdout of its `--stage=all`. Read only."""
+  return micro_seeds.workdir, micro_seeds.out
 
 
 @pytest.fixture
-def copy(study, tmp_path):
+def copy(micro_seeds, tmp_path):
   """A private copy of the study's workdir (for tests that change it)."""
-  dst = tmp_path / "work"
-  shutil.copytree(study[0], dst, symlinks=True)
-  return dst
+  return micro_study.copy_workdir(micro_seeds.workdir, tmp_path / "work")
 
 
 def test_ddo_optima_carry_the_noise_and_print_it(study):
@@ -158,8 +156,8 @@ def test_final_verdict_over_seeds_comes_first(study):
   assert after[0] == f"verdict: {block['sentences'][0]}"
 
 
-def test_second_run_reuses_every_seed(study):
-  workdir, _ = study
+def test_second_run_reuses_every_seed(copy):
+  workdir = copy
   comparison = _json(workdir / "final" / "comparison.json")
   out = _ok("--stage=final", MICRO, f"--workdir={workdir}", *SEEDS)
   assert not re.search(r"\]: \S+ done in ", out)  # nothing trained
@@ -167,9 +165,13 @@ def test_second_run_reuses_every_seed(study):
   assert _json(workdir / "final" / "comparison.json") == comparison
 
 
-def test_partial_mixture_run_merges_into_the_comparison(copy):
-  out = _ok("--stage=final", MICRO, f"--workdir={copy}", *SEEDS,
-            "--mixture=ddo_small")
+def test_partial_mixture_run_merges_into_the_comparison(micro_report):
+  # The shared "report" study is this run on a copy of the seeds study:
+  # `--stage=final MICRO --workdir=COPY SEEDS --mixture=ddo_small`.
+  layer = micro_study.LAYERS["report"]
+  assert layer.parent == "seeds" and layer.prepare is None
+  assert layer.args == ("--stage=final", *SEEDS, "--mixture=ddo_small")
+  out, copy = micro_report.out, micro_report.workdir
   assert len(re.findall(r"\]: final_ddo_small\S* done in ", out)) == 2
   comparison = _json(copy / "final" / "comparison.json")
   assert set(comparison["seeds"]["mixtures"]) == {"projected", "uniform",
