@@ -264,15 +264,15 @@ def main(argv: list[str]) -> None:
 
 
 def _sigterm_as_interrupt(terminated: list[int]):
-  """Makes SIGTERM act like Ctrl-C until the previous handler is restored.
+  """Makes SIGTERM raise KeyboardInterrupt until the old handler is restored.
 
   SIGTERM is how a preemption, ``scancel``, ``kubectl delete`` or ``docker
-  stop`` asks a process to stop before a SIGKILL. It goes through SIGINT's
-  handler, so it is held while a checkpoint save is being started
-  (``train.checkpoint.sigint_held``) and then stops the study as Ctrl-C
-  does: finished runs are kept and the run in progress resumes from its last
-  checkpoint. Where SIGINT is ignored (a background job of a
-  non-interactive shell) SIGTERM still stops the study. Each SIGTERM is
+  stop`` asks a process to stop before a SIGKILL. Raised as KeyboardInterrupt
+  it stops the study as Ctrl-C does: finished runs are kept and the run in
+  progress resumes from its last checkpoint; while a checkpoint save is
+  being started it is held until orbax has the save
+  (``train.checkpoint.interrupts_held``). It does so even where SIGINT is
+  ignored (a background job of a non-interactive shell). Each SIGTERM is
   appended to ``terminated``.
 
   Returns:
@@ -283,12 +283,9 @@ def _sigterm_as_interrupt(terminated: list[int]):
     return None
 
   def on_sigterm(signum, frame):
+    del frame
     terminated.append(signum)
-    on_sigint = signal.getsignal(signal.SIGINT)
-    if callable(on_sigint):
-      on_sigint(signal.SIGINT, frame)  # raises, or holds it during a save
-    else:
-      raise KeyboardInterrupt
+    raise KeyboardInterrupt
 
   return signal.signal(signal.SIGTERM, on_sigterm)
 

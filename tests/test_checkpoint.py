@@ -82,6 +82,9 @@ def test_interrupt_inside_orbax_keeps_the_previous_checkpoint(
 # (as Ctrl-C reaches a user's run), then the same run again.
 DRIVER = textwrap.dedent("""
     import signal, sys
+    # Python's Ctrl-C handler even when the tests run as a background job,
+    # whose children inherit an ignored SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import orbax.checkpoint as ocp
     sys.path.insert(0, sys.argv[3])
     import test_checkpoint as t

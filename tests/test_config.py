@@ -190,4 +190,4 @@ def test_final_seeds_must_be_a_tuple():
 
 def test_final_seeds_defaults():
   assert config_lib.base_config().final.seeds == (0,)
-  assert demo.get_config().final.seeds == (0, 1, 2)
+  assert demo.get_config().final.seeds == (0, 1, 2, 3, 4)

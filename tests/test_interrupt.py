@@ -16,6 +16,19 @@ def _env():
   return env
 
 
+def _with_ctrl_c(cmd):
+  """``python -m MODULE ...`` with Python's Ctrl-C handler installed, even
+  when the tests run as a background job (whose children inherit an ignored
+  SIGINT, which Python then leaves ignored)."""
+  assert cmd[1] == "-m"
+  return [cmd[0], "-c",
+          "import runpy, signal, sys; "
+          "signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "sys.argv = sys.argv[1:]; "
+          "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)",
+          *cmd[2:]]
+
+
 def test_ctrl_c_keeps_finished_runs(tmp_path):
   cmd = [sys.executable, "-m", "autoscale_jax.main", "--stage=ddo",
          "--config=configs/micro.py", f"--workdir={tmp_path}",
@@ -25,8 +38,9 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
          # once, and the stage can end before the signal lands;
          # test_swarm.py interrupts a swarm).
          "--config.run.swarm=off"]
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(_with_ctrl_c(cmd), cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
   store = tmp_path / "store"
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:

@@ -1,8 +1,8 @@
 """SIGTERM (preemption, scancel, kubectl delete) stops a study as Ctrl-C does.
 
-It goes through SIGINT's handler, so a SIGTERM that comes while a checkpoint
-save is being started is held until orbax has the save; the CLI exits with
-128 + 15 and one line, keeping every finished run.
+It raises KeyboardInterrupt; one that comes while a checkpoint save is being
+started is held until orbax has the save (also where SIGINT is ignored); the
+CLI exits with 128 + 15 and one line, keeping every finished run.
 """
 
 import os
@@ -44,7 +44,7 @@ def test_sigterm_raises_keyboard_interrupt(sigterm_as_interrupt) -> None:
 def test_sigterm_is_held_while_a_save_starts(sigterm_as_interrupt) -> None:
   reached_end_of_block = False
   with pytest.raises(KeyboardInterrupt):
-    with checkpoint.sigint_held():
+    with checkpoint.interrupts_held():
       os.kill(os.getpid(), signal.SIGTERM)
       _wait_for_signal()
       reached_end_of_block = True
@@ -58,6 +58,22 @@ def test_sigterm_stops_even_where_sigint_is_ignored(sigterm_as_interrupt
   with pytest.raises(KeyboardInterrupt):
     os.kill(os.getpid(), signal.SIGTERM)
     _wait_for_signal()
+  with pytest.raises(KeyboardInterrupt):  # also when held during a save
+    with checkpoint.interrupts_held():
+      os.kill(os.getpid(), signal.SIGTERM)
+      _wait_for_signal()
+  assert sigterm_as_interrupt == [signal.SIGTERM, signal.SIGTERM]
+
+
+def test_an_ignored_sigint_held_during_a_save_stays_ignored() -> None:
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with checkpoint.interrupts_held():
+      os.kill(os.getpid(), signal.SIGINT)
+      _wait_for_signal()
+    _wait_for_signal()  # nothing raised after the block either
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_main_exits_143_with_one_line(monkeypatch, capsys) -> None:

@@ -86,13 +86,18 @@ from typing import Any, Optional
 
 import tensorstore as ts
 
+from autoscale_jax.errors import UserError
 from autoscale_jax.experiments import leases
 
 Clock = leases.Clock
 
 
-class KvStoreError(OSError):
-  """A read or write of the lease store failed (transient or not)."""
+class KvStoreError(UserError, OSError):
+  """A read or write of the lease store failed (transient or not).
+
+  An OSError, so the heartbeat retries it; a UserError, so one that reaches
+  the command line is one line naming the store, not a traceback.
+  """
 
 
 def _result(future: Any, what: str) -> Any:
@@ -100,7 +105,10 @@ def _result(future: Any, what: str) -> Any:
   try:
     return future.result()
   except ValueError as e:  # tensorstore reports I/O failures as ValueError
-    raise KvStoreError(f"lease store: {what} failed: {e}") from e
+    reason = " ".join(str(e).split())  # one line
+    raise KvStoreError(f"lease store: {what} failed: {reason} (check that the "
+                       "workdir's bucket or directory exists and can be "
+                       "written from here)") from e
 
 
 def _cas(kvstore: ts.KvStore, key: str, value: Optional[bytes],

@@ -5,7 +5,8 @@ state's leaves named by their tree path, e.g. ``params.blocks.0.attn.query``)
 and ``meta`` (JSON: the step, the run length, tokens trained, ...). Saves are
 asynchronous; every process takes part (orbax writes its shards).
 
-Interruption: Ctrl-C (SIGINT) while a save is being started is held until
+Interruption: Ctrl-C (SIGINT) or SIGTERM while a save is being started is
+held until
 orbax has handed the save to its background commit, then raised; ``close``
 (which the loops call in ``finally``) waits for that commit. So an interrupt
 never leaves a half-started save, the previous checkpoint stays (orbax
@@ -59,41 +60,49 @@ def flatten(tree: Any) -> tuple[dict[str, Any], Any, list[str]]:
   return dict(zip(names, (v for _, v in leaves))), treedef, names
 
 
-@contextlib.contextmanager
-def sigint_held() -> Iterator[None]:
-  """Holds SIGINT during the block; one that came acts after it.
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-  After the block the previous handler is back and is called for the held
-  signal (Python's default handler raises KeyboardInterrupt). A no-op
-  outside the main thread (signals are only delivered there).
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+  """Holds SIGINT and SIGTERM during the block; one that came acts after it.
+
+  After the block the previous handlers are back and each held signal goes
+  to its own: a Python handler is called (the default SIGINT handler raises
+  KeyboardInterrupt; ``main`` makes SIGTERM raise it too), a default action
+  is taken (``signal.raise_signal``), an ignored signal stays ignored. A
+  no-op outside the main thread (signals are only delivered there).
   """
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  received = []
-  previous = signal.signal(
-      signal.SIGINT, lambda signum, frame: received.append(frame))
+  received: list[tuple[int, Any]] = []
+  previous = {sig: signal.signal(
+      sig, lambda signum, frame: received.append((signum, frame)))
+              for sig in HELD_SIGNALS}
   try:
     yield
   finally:
-    signal.signal(signal.SIGINT, previous)
-  if not received:
-    return
-  if callable(previous):
-    previous(signal.SIGINT, received[0])
-  elif previous == signal.SIG_DFL:
-    signal.raise_signal(signal.SIGINT)
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  for signum, frame in received:
+    handler = previous[signum]
+    if callable(handler):
+      handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+      signal.raise_signal(signum)
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict
          ) -> None:
   """Saves ``state`` and ``meta`` as checkpoint ``step`` (asynchronously).
 
-  Ctrl-C during the call is raised when it returns (:func:`sigint_held`):
+  Ctrl-C (or SIGTERM) during the call acts when it returns
+  (:func:`interrupts_held`):
   the save is then in orbax's hands and :func:`close` waits for it.
   """
   flat, _, _ = flatten(state)
-  with sigint_held():
+  with interrupts_held():
     mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat),
                                            meta=ocp.args.JsonSave(meta)),
              force=True)
@@ -129,7 +138,7 @@ def restore_meta(mgr: ocp.CheckpointManager, step: int) -> dict:
 
 def close(mgr: ocp.CheckpointManager) -> None:
   """Waits for pending saves (a Ctrl-C meanwhile is raised after), closes."""
-  with sigint_held():
+  with interrupts_held():
     mgr.wait_until_finished()
     mgr.close()
 
