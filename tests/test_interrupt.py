@@ -16,6 +16,15 @@ def _env():
   return env
 
 
+def wait_for_records(proc, store, count: int, timeout_s: float = 300) -> None:
+  """Waits until ``store`` holds ``count`` records or ``proc`` has ended."""
+  deadline = time.time() + timeout_s
+  while time.time() < deadline and proc.poll() is None:
+    if store.exists() and len(list(store.glob("*.json"))) >= count:
+      return
+    time.sleep(0.05)
+
+
 def _with_ctrl_c(cmd):
   """``python -m MODULE ...`` with Python's Ctrl-C handler installed, even
   when the tests run as a background job (whose children inherit an ignored
@@ -42,11 +51,7 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
   store = tmp_path / "store"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if store.exists() and len(list(store.glob("*.json"))) >= 2:
-      break
-    time.sleep(0.05)
+  wait_for_records(proc, store, 2)
   assert proc.poll() is None, "the stage finished before it could be interrupted"
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=120)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from autoscale_jax import main as main_lib
+from test_interrupt import wait_for_records
 from autoscale_jax.train import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,11 +104,7 @@ def test_sigterm_keeps_finished_runs_exit_143(tmp_path) -> None:
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   store = tmp_path / "store"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if store.exists() and len(list(store.glob("*.json"))) >= 2:
-      break
-    time.sleep(0.05)
+  wait_for_records(proc, store, 2)
   assert proc.poll() is None, "the stage finished before the SIGTERM"
   kept_before = {p.name for p in store.glob("*.json")}
   proc.send_signal(signal.SIGTERM)
