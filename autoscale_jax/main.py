@@ -290,13 +290,17 @@ def _sigterm_as_interrupt(terminated: list[int]):
   return signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def _override_keys(argv: list[str]) -> list[str]:
+  """The KEY of every --config.KEY[=VALUE] argument, in order."""
+  return [a[len("--config."):].split("=", 1)[0] for a in argv[1:]
+          if a.startswith("--config.")]
+
+
 def _moved_override(argv: list[str]) -> str | None:
   """The error for the first --config.KEY override whose KEY moved, or None."""
-  for arg in argv[1:]:
-    if arg.startswith("--config."):
-      key = arg[len("--config."):].split("=", 1)[0]
-      if key in config_lib.MOVED_KEYS:
-        return config_lib.moved_key_message(key, flag=True)
+  for key in _override_keys(argv):
+    if key in config_lib.MOVED_KEYS:
+      return config_lib.moved_key_message(key, flag=True)
   return None
 
 
@@ -317,8 +321,7 @@ def _unknown_override_message(argv: list[str], e: Exception) -> str:
     text = unquoted
   first, _, rest = text.partition("\n")
   key = first.strip().strip("'\"")
-  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:]
-               if a.startswith("--config.")]
+  overrides = _override_keys(argv)
   path = next((o for o in overrides if key in o.split(".")), key)
   suggestion = re.search(r'Did you mean "([^"]+)"', rest)
   if suggestion:
@@ -338,13 +341,11 @@ def _repeated_override(argv: list[str]) -> str | None:
   gave ``[0, 1, 2, 3]``), so a repeated key is refused rather than guessed.
   """
   seen = set()
-  for arg in argv[1:]:
-    if arg.startswith("--config."):
-      key = arg[len("--config."):].split("=", 1)[0]
-      if key in seen:
-        return (f"--config.{key} is given twice; give it once (for a tuple "
-                "the two values would be joined, not replaced)")
-      seen.add(key)
+  for key in _override_keys(argv):
+    if key in seen:
+      return (f"--config.{key} is given twice; give it once (for a tuple "
+              "the two values would be joined, not replaced)")
+    seen.add(key)
   return None
 
 
