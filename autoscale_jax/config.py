@@ -64,6 +64,12 @@ METRICS = ("ppl_seq", "ppl_tok", "loss")
 NOISE_MODELS = ("replicates", "paired")  # = mixing.ddo.NOISE_MODELS
 SCHEDULES = ("linear", "cosine")
 SWARM_MODES = ("auto", "off", "vmap", "scan")
+# Where a run's initialization comes from (config.init_seeds): "per_seed"
+# from its own training seed (config.seed + its plan or final seed), so runs
+# of one seed share an initialization and different seeds start from
+# different ones; "shared" from config.seed for every run (the behaviour
+# before 2026-12-02).
+INIT_SEEDS = ("per_seed", "shared")
 # What a run's directory keeps once its store record is written.
 KEEP_AFTER_FINISH = ("params", "none", "all")
 # Where run leases live (= experiments/lease_tables.BACKENDS).
@@ -103,6 +109,13 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.study = "study"  # name: seqio registry names and the store
   c.seed = 42  # base seed of every run (plus its own) and of the bootstrap
+  # "per_seed": a run initializes from its training seed (config.seed + k for
+  # seed k), so the seed-to-seed spread that the DDO intervals and the final
+  # verdict are built from includes the variance of the initialization;
+  # "shared": every run from config.seed (before 2026-12-02; the demos of
+  # docs/results.md's earlier designs). Not part of the recipe: a run's
+  # identity holds the initialization seed itself.
+  c.init_seeds = "per_seed"
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"  # embedded | jsonl | tfds | fixture | seqio
@@ -347,6 +360,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None
   if not isinstance(c.study, str) or not c.study.replace("_", "").replace(
       "-", "").isalnum():
     _fail("study", c.study, "use letters, digits, '-' and '_' only")
+  _choice(c, "init_seeds", INIT_SEEDS)
 
   # data
   _choice(c, "data.source", DATA_SOURCES)

@@ -30,7 +30,10 @@ TOKENS = {"alpha": 1024, "beta": 2048, "gamma": 512}
 # until these fingerprints come back. They changed once on purpose
 # (2026-12-01): ``init_seed`` joined the identity, because two runs with the
 # same data seed and different initialization seeds (``config.seed``) had
-# shared one record.
+# shared one record. They are computed with ``init_seeds="shared"`` (every
+# run initialized from config.seed); with the default "per_seed" (2026-12-02)
+# a run of seed 0 keeps that fingerprint, as
+# test_per_seed_initialization_keeps_seed_zero_records checks.
 GOLDEN = {
     "micro": "cac920a94552c15d52ce5e3fe2b294416121d2733887e1b943da63ee6fc911f2",
     "bert_base":
@@ -48,6 +51,11 @@ RUN_CHANGES = {"steps_per_call": 3, "swarm": "off", "log_every_steps": 7,
                "lease_backend": "kvstore"}
 
 
+def _shared(c):
+  c.init_seeds = "shared"
+  return c
+
+
 def _fingerprint(c, name="ddo_b1_base_s0", seed=0, eval_every=8,
                  allow_repeat=False):
   return store.fingerprint(core.run_identity(c, BUNDLE, name, TOKENS, seed,
@@ -58,21 +66,53 @@ def _fingerprint(c, name="ddo_b1_base_s0", seed=0, eval_every=8,
                          ids=lambda m: m.__name__.split(".")[-1])
 def test_fingerprints_equal_the_old_code(module):
   name = module.__name__.split(".")[-1]
-  assert _fingerprint(module.get_config()) == GOLDEN[name]
+  assert _fingerprint(_shared(module.get_config())) == GOLDEN[name]
 
 
 def test_base_config_fingerprint_equals_the_old_code():
-  c = config_lib.base_config()
+  c = _shared(config_lib.base_config())
   assert _fingerprint(c, name="x", seed=1, eval_every=0,
                       allow_repeat=True) == GOLDEN_BASE
 
 
 def test_initialization_seed_is_part_of_the_identity():
-  # Data seed 43 from (config.seed 42, plan seed 1) and from (43, 0) train
-  # different models (init from config.seed): two records, not one.
-  a, b = micro.get_config(), micro.get_config()
+  # Shared initialization: data seed 43 from (config.seed 42, plan seed 1)
+  # and from (43, 0) train different models (init from config.seed): two
+  # records, not one.
+  a, b = _shared(micro.get_config()), _shared(micro.get_config())
   a.seed, b.seed = 42, 43
   assert _fingerprint(a, seed=43) != _fingerprint(b, seed=43)
+
+
+def test_per_seed_initialization_follows_the_training_seed():
+  # Per-seed initialization: the run of training seed 43 initializes from 43
+  # whichever config.seed it came from (one run, one record); seeds 42 and
+  # 43 of one study start from different initializations.
+  a, b = micro.get_config(), micro.get_config()
+  assert a.init_seeds == "per_seed"
+  a.seed, b.seed = 42, 43
+  assert core.run_identity(a, BUNDLE, "r", TOKENS, 43, 0, False)[
+      "init_seed"] == 43
+  assert _fingerprint(a, seed=43) == _fingerprint(b, seed=43)
+  assert core.run_identity(a, BUNDLE, "r", TOKENS, 42, 0, False)[
+      "init_seed"] == 42
+
+
+def test_per_seed_initialization_keeps_seed_zero_records():
+  # A study's seed-0 runs train with seed config.seed and initialize from it
+  # either way: their store records stay valid under the new default.
+  c = micro.get_config()
+  shared = _shared(micro.get_config())
+  for seed in (c.seed, c.seed + 1):
+    same = _fingerprint(c, seed=seed) == _fingerprint(shared, seed=seed)
+    assert same == (seed == c.seed)
+
+
+def test_init_seeds_is_validated():
+  c = micro.get_config()
+  c.init_seeds = "each"
+  with pytest.raises(config_lib.ConfigError, match="init_seeds.*per_seed"):
+    config_lib.validate(c)
 
 
 def test_identity_keeps_its_model_and_train_parts():

@@ -141,6 +141,11 @@ def test_final_verdict_over_seeds_comes_first(study):
   assert by_name["final_projected"]["seed"] == 42 == by_name[
       "final_projected"]["identity"]["seed"]
   assert by_name["final_projected_s1"]["seed"] == 43
+  # Per-seed initialization (config.init_seeds): every run, DDO and final,
+  # starts from its own training seed, so seed 1's runs from 43.
+  assert {"b0_base_s1", "b1_base_s1"} <= set(by_name)
+  for rec in by_name.values():
+    assert rec["identity"]["init_seed"] == rec["seed"], rec["name"]
   values = block["mixtures"]["uniform"]["values"]
   assert values == [by_name["final_uniform"]["final_eval"]["aggregate"][
       "ppl_seq"], by_name["final_uniform_s1"]["final_eval"]["aggregate"][

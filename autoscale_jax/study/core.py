@@ -23,6 +23,7 @@ from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.study import console
 from autoscale_jax.study import layout as layout_lib
 from autoscale_jax.study import options as options_lib
+from autoscale_jax.study import plan as plan_lib
 from autoscale_jax.study import progress as progress_lib
 from autoscale_jax.train import checkpoint
 from autoscale_jax.train import trainer
@@ -42,10 +43,13 @@ def run_identity(config: ml_collections.ConfigDict,
   which seeds the initialization; ``seed`` is the run's data seed) joined it
   on 2026-12-01: before, two runs with the same data seed but different
   ``config.seed`` (e.g. ``--config.seed=43`` in a workdir made with 42 and
-  ``ddo.seeds=(0, 1)``) shared one record.
+  ``ddo.seeds=(0, 1)``) shared one record. Since 2026-12-02 it is
+  ``plan.init_seed`` (``config.init_seeds``): with "per_seed" the run's own
+  training seed, which is ``config.seed`` for seed 0, so those records
+  stay valid; the other seeds' records turn stale.
   """
   return {
-      "init_seed": int(config.seed),
+      "init_seed": plan_lib.init_seed(config, seed),
       "name": name,
       **config_lib.recipe(config),
       "tokenizer": bundle.tokenizer.fingerprint,
@@ -139,7 +143,7 @@ class Study:
     result = trainer.train_run(
         self.config, batches, self.bundle.eval_sets(), str(run_dir),
         vocab_size=self.bundle.tokenizer.vocab_size,
-        eval_every_steps=eval_every,
+        eval_every_steps=eval_every, init_seed=identity["init_seed"],
         progress_label=f"{label.strip('[]')} {name}")
     record = records.RunRecord(
         name=name, fingerprint=fp, identity=identity,

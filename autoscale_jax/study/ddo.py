@@ -186,7 +186,8 @@ def _train_swarm(study: core.Study, k: int,
   swarm.train_swarm(
       study.config, sources, study.bundle.eval_sets(), run_dirs,
       vocab_size=vocab, progress_label=f"ddo b{k + 1} swarm", layout=layout,
-      swarm_dir=swarm_dir)
+      swarm_dir=swarm_dir,
+      seeds=[plan_lib.init_seed(study.config, s) for _, _, s, _ in todo])
   seconds = time.time() - t0
   study.progress.trained_together(
       {n: float(sum(t.values())) for n, t, _, _ in todo}, seconds)

@@ -70,6 +70,18 @@ def training_seed(config: ml_collections.ConfigDict,
   return int(config.seed) + int(run.seed)
 
 
+def init_seed(config: ml_collections.ConfigDict, training_seed: int) -> int:
+  """The seed a run with ``training_seed`` initializes its model from.
+
+  ``config.init_seeds``: "per_seed" the training seed itself (equal to
+  ``config.seed`` for seed 0, so those runs keep their identity), "shared"
+  ``config.seed`` for every run.
+  """
+  if config.init_seeds == "shared":
+    return int(config.seed)
+  return int(training_seed)
+
+
 def run_steps(config: ml_collections.ConfigDict,
               tokens: Mapping[str, float]) -> int:
   """Optimizer steps of a run with ``tokens``, as this project trains it.

@@ -520,7 +520,8 @@ class _RunLoop:
 def train_run(config: Any, batches: BatchSource,
               eval_sets: Mapping[str, Mapping[str, np.ndarray]],
               workdir: str | os.PathLike, *, vocab_size: int,
-              eval_every_steps: int = 0, progress_label: str = "") -> dict:
+              eval_every_steps: int = 0, init_seed: int | None = None,
+              progress_label: str = "") -> dict:
   """Trains exactly ``batches.num_steps`` steps; resumes; returns the result dict.
 
   Args:
@@ -531,6 +532,7 @@ def train_run(config: Any, batches: BatchSource,
     vocab_size: the tokenizer's vocabulary size.
     eval_every_steps: evaluate every this many steps (0: the config's
       ``train.eval_every_steps``; both 0: only at the end).
+    init_seed: the seed of the initialization (None: ``config.seed``).
     progress_label: prefix of the progress lines.
 
   Returns:
@@ -552,16 +554,17 @@ def train_run(config: Any, batches: BatchSource,
   if num_steps < 1:
     raise ValueError(f"{label}the batch source has num_steps={num_steps}; "
                      "a run needs at least one step")
+  init_seed = int(config.seed) if init_seed is None else int(init_seed)
   compiled = get_compiled(config, vocab_size)
   loop = _RunLoop(compiled, batches, eval_sets,
                   RunSettings.from_config(config, eval_every_steps), workdir,
                   label, runlog.RunLog.for_run(
                       config, workdir, batches.tokens_per_domain,
                       data_seed=getattr(batches, "seed", None),
-                      init_seed=int(config.seed)))
+                      init_seed=init_seed))
   try:
     with jax.set_mesh(compiled.mesh):
-      loop.begin(int(config.seed))
+      loop.begin(init_seed)
       final = loop.run()
   finally:
     loop.close()
