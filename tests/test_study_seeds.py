@@ -161,6 +161,25 @@ def test_final_verdict_over_seeds_comes_first(study):
   assert after[0] == f"verdict: {block['sentences'][0]}"
 
 
+def test_swarm_trains_each_seed_from_its_own_initialization(study, tmp_path):
+  # The DDO swarm (one program for a budget's runs) gives every member its
+  # own initialization seed, as the one-by-one runs of the shared study
+  # have it: every run of both seeds matches, seed 1's included (with one
+  # initialization for all members they would not).
+  workdir, _ = study
+  out = _ok("--stage=ddo", MICRO, f"--workdir={tmp_path}", SEEDS[0],
+            "--config.run.swarm=vmap")
+  assert out.count("training 14 runs as one program (vmap)") == 2, out
+  for k in (0, 1):
+    ours = _json(tmp_path / "ddo" / f"budget_{k}" / "runs.json")["runs"]
+    ref = _json(workdir / "ddo" / f"budget_{k}" / "runs.json")["runs"]
+    assert [r["name"] for r in ours] == [r["name"] for r in ref]
+    assert any(r["name"].endswith("_s1") for r in ours)
+    for a, b in zip(ours, ref):
+      for d in DOMAINS:
+        assert a["eval"][d] == pytest.approx(b["eval"][d], rel=1e-4), a["name"]
+
+
 def test_second_run_reuses_every_seed(copy):
   workdir = copy
   comparison = _json(workdir / "final" / "comparison.json")
