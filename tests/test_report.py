@@ -122,6 +122,9 @@ def _check_common(workdir, rep, md, html):
                 if line and not line.startswith("#")]
   # The first paragraph, in both files, is the verdict on every baseline.
   assert paragraphs[0].startswith("**Verdict**")
+  # Then what was trained, and whether the seeds are initializations too.
+  assert paragraphs[1].startswith("Model: ")
+  assert "; each seed its own initialization." in paragraphs[1]
   assert _text(first_p).startswith("Verdict")
   for b in MIXTURES[1:]:
     assert f"projected vs {b}: " in paragraphs[0]

@@ -76,11 +76,17 @@ def verdict_paragraph(files: data_lib.StudyFiles) -> list[str]:
 
 def summary(files: data_lib.StudyFiles) -> list[str]:
   c = files.config
+  # Configs from before config.init_seeds existed ran "shared".
+  init = ("each seed its own initialization"
+          if c.get("init_seeds", "shared") == "per_seed" else
+          f"every run initialized from seed {c.seed}")
   return [f"Model: {c.model.kind}, {c.model.num_layers} layers, width "
           f"{c.model.d_model}; tokenizer {c.data.tokenizer}; study metric "
           f"`{files.metric}`. DDO budgets: "
           + ", ".join(f"{b:.4g}" for b in c.ddo.budgets)
-          + f" tokens; target budget {c.project.target_tokens:.4g} tokens.",
+          + f" tokens; target budget {c.project.target_tokens:.4g} tokens. "
+          f"Seeds: {len(c.ddo.seeds)} per DDO run, {len(c.final.seeds)} per "
+          f"final mixture; {init}.",
           ""]
 
 
