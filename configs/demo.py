@@ -67,8 +67,8 @@ def get_config():
   # and 8e5 tokens, target 1.6e6 = 8e5^2 / 4e5, the paper's own next budget:
   # as far along the loss curve as the 15 minutes allow with a margin: 9 min
   # 9 s idle. 5e5 / 1e6 with target 2e6 (demo E in docs/results.md) took 13
-  # min 56 s idle before a fresh clone's setup, and gave the one significant
-  # gain over uniform (-0.8%, one demo, not replicated).
+  # min 56 s idle before a fresh clone's setup; its verdict flipped between
+  # two demos (-0.8% significant with seed 42, +0.3% not with 1042).
   c.ddo.budgets = (4e5, 8e5)
   # A fourth seed was measured and not adopted: over the same three demos
   # the 4e5 optima's cross-demo coverage went from 58% to 54% (inside the
