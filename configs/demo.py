@@ -113,7 +113,8 @@ def get_config():
   # on 2 cores (27 runs at 4e5 tokens: 16.9 ms a step one by one, 435 ms for
   # all 27 as one scan program), 1.02x and 0.93x for the previous one, below
   # its 1.2x threshold, and compiling the vmap and scan programs of 27 runs
-  # to find that out costs time of its own. An execution setting: results are the same either way.
+  # to find that out costs time of its own. An execution setting: results
+  # are the same either way.
   c.run.swarm = "off"
   # The verdict against uniform over 5 seeds (was 3 mixtures x 3 seeds, with
   # the small budget's optimum as a third): at 3 seeds two demos gave -1.7%

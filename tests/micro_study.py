@@ -35,6 +35,8 @@ import subprocess
 import sys
 from typing import Callable, Iterator
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MICRO = "--config=configs/micro.py"
 SEEDS = ("--config.ddo.seeds=(0,1)", "--config.final.seeds=(0,1)")
@@ -93,6 +95,24 @@ def copy_workdir(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
   """A private copy of a finished workdir (for a test that changes it)."""
   shutil.copytree(src, dst, symlinks=True)
   return dst
+
+
+def assert_same_ddo_runs(ours: pathlib.Path, ref: pathlib.Path,
+                         domains: tuple[str, ...], budget: int) -> None:
+  """Budget ``budget``'s DDO runs of workdir ``ours`` are those of ``ref``:
+  the same runs in the same order, the same token quotas, and every
+  per-domain metric equal to float tolerance (rel 1e-4), as a swarm and the
+  one-by-one runs must give."""
+  def runs(workdir):
+    path = workdir / "ddo" / f"budget_{budget}" / "runs.json"
+    return json.loads(path.read_text())["runs"]
+
+  a_runs, b_runs = runs(ours), runs(ref)
+  assert [r["name"] for r in a_runs] == [r["name"] for r in b_runs]
+  for a, b in zip(a_runs, b_runs):
+    assert a["tokens"] == b["tokens"], a["name"]
+    for d in domains:
+      assert a["eval"][d] == pytest.approx(b["eval"][d], rel=1e-4), a["name"]
 
 
 @contextlib.contextmanager

@@ -183,13 +183,7 @@ def test_swarm_ddo_gives_the_same_mixture(study, tmp_path):
     # Every run's per-domain metric matches the one-by-one study to float
     # tolerance; the fitted weights then agree closely (the 3-point fit
     # amplifies float-level differences, hence the looser bound).
-    ours = _json(tmp_path / "ddo" / f"budget_{k}" / "runs.json")["runs"]
-    ref = _json(workdir / "ddo" / f"budget_{k}" / "runs.json")["runs"]
-    assert [r["name"] for r in ours] == [r["name"] for r in ref]
-    for a, b in zip(ours, ref):
-      assert a["tokens"] == b["tokens"]
-      for d in DOMAINS:
-        assert a["eval"][d] == pytest.approx(b["eval"][d], rel=1e-4)
+    micro_study.assert_same_ddo_runs(tmp_path, workdir, DOMAINS, k)
     ours = _json(tmp_path / "ddo" / f"budget_{k}" / "mixture.json")
     ref = _json(workdir / "ddo" / f"budget_{k}" / "mixture.json")
     for d in DOMAINS:

@@ -5,8 +5,8 @@ per seed of ``config.final.seeds`` (run ``final_<slug>`` for seed 0, as
 always, and ``final_<slug>_s<k>`` for seed k, trained with ``config.seed +
 k`` and, with ``config.init_seeds = "per_seed"``, initialized from it: the
 mixtures' runs of one seed share an initialization, which the paired
-differences cancel), each evaluated along the way. ``final/comparison.json`` holds the
-verdict over seeds (``"seeds"``: means, intervals, paired differences and
+differences cancel), each evaluated along the way.
+``final/comparison.json`` holds the verdict over seeds (``"seeds"``: means, intervals, paired differences and
 speed-ups, :func:`mixing.verdict.seed_verdict`) and, as before, the speed-up
 table of the first seed; ``final/comparison.md`` starts with the verdict
 sentences. A ``--mixture=NAME`` run adds to the comparison on file (the other
