@@ -1,12 +1,13 @@
-"""Training throughput and MFU of the tiny config and GPT-2 small on this machine.
+"""Training throughput and MFU of the tiny config, the demo's model and GPT-2
+small on this machine.
 
 Model FLOPs per token = 6 N + 12 n_layers d_model seq_len (PaLM appendix B:
 parameters plus the attention score/value matmuls, forward + backward). The
 peak is a measured float32 matmul rate of this machine (a jitted 2048^3 matmul),
 so MFU here means "fraction of what XLA's matmul reaches on these cores".
 
-Usage: python bench/bench_train.py [--steps 5] [--only tiny|gpt2_small]
-  [--steps_per_call 1,2,4,10]
+Usage: python bench/bench_train.py [--steps 5]
+  [--only tiny,demo,gpt2_small (any of them)] [--steps_per_call 1,2,4,10]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from autoscale_jax import config as config_lib  # noqa: E402
 from autoscale_jax import models  # noqa: E402
 from autoscale_jax.train import sharding, trainer  # noqa: E402
 from autoscale_jax.train.synthetic import SyntheticBatches  # noqa: E402
-from configs import gpt2_small_redpajama  # noqa: E402
+from configs import demo, gpt2_small_redpajama  # noqa: E402
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -114,11 +115,16 @@ def main() -> None:
   # shipped config, run in float32 without dropout like the tiny one.
   gpt2_small = gpt2_small_redpajama.get_config().model
   gpt2_small.update(dtype="float32", dropout=0.0)
+  # The demo's model at its vocabulary, sequence length and batch.
+  d = demo.get_config()
   runs = [("tiny", config_lib.base_config().model, 128, 16, 512),
+          ("demo", d.model, d.train.seq_len, d.train.global_batch_size,
+           d.data.vocab_size),
           ("gpt2_small", gpt2_small, 512, 2, 50257)]
+  only = [n for n in args.only.split(",") if n]
   rows = [bench(name, cfg, seq, bs, vocab, args.steps, peak, k)
           for name, cfg, seq, bs, vocab in runs
-          if not args.only or args.only == name for k in per_call]
+          if not only or name in only for k in per_call]
   print()
   print("| config | params | seq x batch | steps/call | step (s) | tokens/s | "
         "model TFLOP/s | MFU | compile+first call (s) |")

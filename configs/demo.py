@@ -34,9 +34,11 @@ def get_config():
   # The model and vocabulary were shrunk (2026-12-02; were d_model 64, 4
   # heads, mlp 256, vocab 1024) to get further along the loss curve within
   # the 15 minutes (issue 13: the budgets must leave the steep first phase of
-  # training): this one trains 2.7x as many tokens
-  # per second on 2 cores (bench/bench_train.py-style timing: 142k vs 53k
-  # tokens/s) and has 46k parameters instead of 174k. Its held-out loss in
+  # training): this one trains 1.5-2.1x as many
+  # tokens per second on 2 cores as the d_model 64 model at the same
+  # vocabulary (`bench/bench_train.py --steps 300 --only tiny,demo
+  # --steps_per_call 10`, two runs: 83k and 114k vs 54k and 55k tokens/s,
+  # docs/benchmarks.md) and has 46k parameters instead of 174k. Its held-out loss in
   # demo A (docs/results.md; base runs, mean of 3 seeds) is 4.23 at 4e5
   # tokens, 3.81 at 8e5 and 3.55 at 1.6e6 (uniform, 5 seeds): 0.42 and 0.26
   # nats per doubling, flattening but not flat; the old model fell 0.57 and
