@@ -236,6 +236,21 @@ def coverage(points: list[dict], intervals: list[dict]) -> tuple[int, int]:
   return inside, total
 
 
+def all_inside(points: list[dict], intervals: list[dict]) -> tuple[int, int]:
+  """(ordered pairs with every one of X's weights in Y's intervals, pairs).
+
+  Issue 13's replication test as one user would run it: a second demo passes
+  when all its weights fall inside the first one's intervals.
+  """
+  whole = total = 0
+  for x, px in enumerate(points):
+    for y, iy in enumerate(intervals):
+      if x != y:
+        total += 1
+        whole += all(iy[d][0] <= v <= iy[d][1] for d, v in px.items())
+  return whole, total
+
+
 def pooled_subsets(workdirs: list[str], k: str, size: int
                    ) -> list[tuple[frozenset, ddo.RunsData]]:
   """Every ``size``-seed subset of the pooled seeds of demos at budget k.
@@ -296,8 +311,10 @@ def main() -> None:
            for w in args.demos]
   data = {w: load_demo(w) for w, _ in demos}
   budgets = sorted(set.intersection(*(set(v) for v in data.values())))
-  print("method          budget    median width  coverage   replication "
-        "coverage (mixing.ddo.replication_intervals)   per-domain width "
+  print("method          budget    median width  coverage    replication "
+        "coverage (mixing.ddo.replication_intervals)  all inside (ordered "
+        "demo pairs whose every weight is inside, of the 90% and the "
+        "replication intervals)  per-domain width "
         "(median over demos)")
   for method in args.methods.split(","):
     for k in budgets:
@@ -311,17 +328,16 @@ def main() -> None:
                                         for p, iv in zip(points, ivs)])
       per = {d: float(np.median([iv[d][1] - iv[d][0] for iv in ivs]))
              for d in points[0]}
-      pairs = []
-      for x in range(len(demos)):
-        for y in range(x + 1, len(demos)):
-          i, _ = coverage([points[x], points[y]], [ivs[x], ivs[y]])
-          pairs.append(f"{os.path.basename(demos[x][0])[-1]}"
-                       f"{os.path.basename(demos[y][0])[-1]}={i}/8")
+      whole, n_pairs = all_inside(points, ivs)
+      whole_rep, _ = all_inside(points, [ddo.replication_intervals(p, iv)
+                                         for p, iv in zip(points, ivs)])
       print(f"{method:15} {k:9} {np.median(widths):12.3f}  "
-            f"{inside:2d}/{total} {inside / total:4.0%}  replication "
-            f"{rep_inside:2d}/{total} {rep_inside / total:4.0%}   "
-            + " ".join(f"{d}={v:.3f}" for d, v in per.items())
-            + "   pairs " + " ".join(pairs), flush=True)
+            f"{inside:3d}/{total} {inside / total:4.0%}  replication "
+            f"{rep_inside:3d}/{total} {rep_inside / total:4.0%}  "
+            f"all inside {whole:3d}/{n_pairs} {whole / n_pairs:4.0%} "
+            f"(replication {whole_rep:3d}/{n_pairs} {whole_rep / n_pairs:4.0%})"
+            "   "
+            + " ".join(f"{d}={v:.3f}" for d, v in per.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -205,6 +205,41 @@ def test_partial_mixture_run_merges_into_the_comparison(micro_report):
                                            "ddo_small"}
 
 
+def test_a_file_mixture_is_named_by_its_stem_and_found_again(copy,
+                                                              tmp_path):
+  # The larger DDO budget's optimum reused from a file, as docs/results.md's
+  # ddo_last runs were trained.
+  mine = tmp_path / "files" / "mine.json"
+  mine.parent.mkdir()
+  mine.write_text((copy / "ddo" / "budget_1" / "mixture.json").read_text())
+  out = _ok("--stage=final", MICRO, f"--workdir={copy}", *SEEDS,
+            f"--mixture={mine}")
+  verdicts = [ln for ln in out.splitlines() if ln.startswith("verdict: ")]
+  assert any(ln.startswith("verdict: projected vs mine: ") for ln in verdicts)
+  assert not any(str(tmp_path) in ln for ln in verdicts), verdicts
+  comparison = _json(copy / "final" / "comparison.json")
+  assert set(comparison["seeds"]["mixtures"]) == {"projected", "uniform",
+                                                  "mine"}
+  assert comparison["sources"] == {"mine": str(mine)}
+  assert "projected vs mine: " in (copy / "final" / "comparison.md"
+                                   ).read_text()
+  # A later --mixture run finds the file's runs again through "sources".
+  out = _ok("--stage=final", MICRO, f"--workdir={copy}", *SEEDS,
+            "--mixture=uniform")
+  assert "left out" not in out and not re.search(r"\]: \S+ done in ", out)
+  again = _json(copy / "final" / "comparison.json")
+  assert again["seeds"]["mixtures"] == comparison["seeds"]["mixtures"]
+  # A file whose name is already taken in the comparison is refused (its
+  # runs would be named like the other mixture's).
+  clash = tmp_path / "other" / "uniform.json"
+  clash.parent.mkdir()
+  clash.write_text(mine.read_text())
+  err = _one_line_error(_cli("--stage=final", MICRO, f"--workdir={copy}",
+                             *SEEDS, f"--mixture={clash}"))
+  assert str(clash) in err and "'uniform'" in err and "rename" in err, err
+  assert _json(copy / "final" / "comparison.json") == again
+
+
 def test_stale_ddo_optimum_is_refused_by_project(copy):
   before = (copy / "project" / "mixture.json").read_bytes()
   err = _one_line_error(_cli("--stage=project", MICRO, f"--workdir={copy}",

@@ -10,7 +10,10 @@ differences cancel), each evaluated along the way.
 speed-ups, :func:`mixing.verdict.seed_verdict`) and, as before, the speed-up
 table of the first seed; ``final/comparison.md`` starts with the verdict
 sentences. A ``--mixture=NAME`` run adds to the comparison on file (the other
-mixtures' finished runs are read from the store), never replaces it.
+mixtures' finished runs are read from the store), never replaces it. A mixture
+file is named by its stem in the verdict and the tables (``--mixture=
+runs/ddo_last.json``: "projected vs ddo_last"); comparison.json's
+``"sources"`` maps such a name back to the file.
 (``--stage=train`` is an alias of this stage.)
 """
 
@@ -91,7 +94,9 @@ def _previous_names(study: core.Study) -> list[str]:
   seeds = old.get("seeds")
   names = (seeds.get("mixtures") if isinstance(seeds, dict) else None) or \
       old.get("mixtures") or {}
-  return [str(n) for n in names]
+  sources = old.get("sources")
+  sources = sources if isinstance(sources, dict) else {}
+  return [str(sources.get(n, n)) for n in names]
 
 
 def _finished(study: core.Study, names: list[str], seeds: list[int],
@@ -135,6 +140,9 @@ def run_final(study: core.Study) -> bool:
   requested = list(study.options.mixtures or c.final.mixtures)
   seeds = [int(s) for s in c.final.seeds]
   mixtures = {n: mixture_of(study, n) for n in requested}  # fail early
+  others = ([n for n in _previous_names(study) if n not in mixtures]
+            if study.options.mixtures else [])
+  _check_labels(requested + others)
   runs: Runs = {}
   study.progress.expect({run_name(n, s): float(sum(_quotas(mix).values()))
                          for n, mix in mixtures.items() for s in seeds})
@@ -153,16 +161,18 @@ def run_final(study: core.Study) -> bool:
   if reused:
     console.say(f"[final]: {reused} of {total} runs reused from the store  "
                 f"{study.progress.line()}")
-  if study.options.mixtures:  # partial run: merge into the comparison
-    others = [n for n in _previous_names(study) if n not in mixtures]
-    if others:
-      merged_mixtures: dict[str, records.Mixture] = {}
-      merged_runs: Runs = {}
-      _finished(study, others, seeds, merged_mixtures, merged_runs)
-      merged_mixtures.update(mixtures)
-      merged_runs.update(runs)
-      mixtures, runs = merged_mixtures, merged_runs
-  table = comparison(study, mixtures, runs)
+  if others:  # a --mixture run: merge into the comparison on file
+    merged_mixtures: dict[str, records.Mixture] = {}
+    merged_runs: Runs = {}
+    _finished(study, others, seeds, merged_mixtures, merged_runs)
+    merged_mixtures.update(mixtures)
+    merged_runs.update(runs)
+    mixtures, runs = merged_mixtures, merged_runs
+  table = comparison(study, {label(n): m for n, m in mixtures.items()},
+                     {label(n): r for n, r in runs.items()})
+  sources = {label(n): n for n in mixtures if label(n) != n}
+  if sources:
+    table["sources"] = sources
   md = to_markdown(table, float(c.project.target_tokens))
   layout = study.layout
 
@@ -233,8 +243,24 @@ def to_markdown(table: dict[str, Any], target_tokens: float) -> str:
           + speedup.to_markdown(table))
 
 
+def label(name: str) -> str:
+  """A mixture's name in the verdict and tables: a file path's stem."""
+  return epath.Path(name).stem if ("/" in name or name.endswith(".json")) \
+      else name
+
+
 def slug(name: str) -> str:
   """A store-safe run-name part from a mixture name or file path."""
-  stem = epath.Path(name).stem if ("/" in name or name.endswith(".json")) \
-      else name
-  return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)
+  return "".join(ch if ch.isalnum() or ch in "-_" else "_"
+                 for ch in label(name))
+
+
+def _check_labels(names: list[str]) -> None:
+  """Refuses two mixtures that would share a name and their runs' names."""
+  seen: dict[str, str] = {}
+  for n in names:
+    other = seen.setdefault(slug(n), n)
+    if other != n:
+      raise errors.UserError(
+          f"final mixtures {other!r} and {n!r} would both be named "
+          f"{slug(n)!r} (runs final_{slug(n)}...); rename one of the files")
