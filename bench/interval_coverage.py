@@ -27,7 +27,9 @@ replacement: with 3 seeds only 10 distinct resamples, and the resampled mean's
 spread is (S-1)/S of the sample's); ``bayes_seed`` (Dirichlet(1, ..., 1)
 weights over seeds, the smoothed version); ``seed_vectors`` and
 ``seed_vectors_t`` (a Gaussian bootstrap over the seeds' residual vectors,
-normal and t scale: :func:`seed_vector_draws`).
+normal and t scale: :func:`seed_vector_draws`); ``floor`` (``replicates``
+with each demo's noise raised to the pooled noise of the other demos:
+:func:`floor_sds`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from scipy import stats
 from autoscale_jax.mixing import ddo, optimize, powerlaw
 
 METHODS = ("replicates", "paired", "paired_t", "paired_base", "seed_boot",
-           "bayes_seed", "seed_vectors", "seed_vectors_t")
+           "bayes_seed", "seed_vectors", "seed_vectors_t", "floor")
 
 
 def _study(data: ddo.RunsData):
@@ -86,12 +88,37 @@ def _seed_weight_draws(domains, pts, meta, weights: np.ndarray) -> np.ndarray:
   return out
 
 
-def refit(data: ddo.RunsData, method: str, reps: int, seed: int
-          ) -> tuple[dict, dict]:
+def own_noise(data: ddo.RunsData) -> tuple[float, int]:
+  """(relative sd, dof) of one study's runs: the ``replicates`` estimate."""
+  agg, base_agg, _, _ = ddo.aggregates(data)
+  sd, source = ddo._noise_estimate(data, agg, base_agg, None)  # pylint: disable=protected-access
+  return sd, int(source.split("(")[1].split()[0])
+
+
+def floor_sds(studies: list[ddo.RunsData]) -> list[float]:
+  """Each study's noise raised to the pooled noise of the other studies.
+
+  The ``floor`` candidate: a design-level noise (what replicate studies of
+  one design measured) under each study's own three-seed estimate.
+  """
+  own = [own_noise(d) for d in studies]
+  out = []
+  for i, (sd, _) in enumerate(own):
+    rest = [o for j, o in enumerate(own) if j != i]
+    pooled = math.sqrt(sum(s * s * n for s, n in rest)
+                       / sum(n for _, n in rest))
+    out.append(max(sd, pooled))
+  return out
+
+
+def refit(data: ddo.RunsData, method: str, reps: int, seed: int,
+          noise_sd: float | None = None) -> tuple[dict, dict]:
   """(point weights, {domain: [lo, hi]}) of one budget's runs."""
-  if method in ddo.NOISE_MODELS:
+  if method in ddo.NOISE_MODELS or method == "floor":
     mix = ddo.fit_and_solve(data, bootstrap=reps, seed=seed,
-                            noise_model=method)
+                            noise_sd=noise_sd,
+                            noise_model="replicates" if method == "floor"
+                            else method)
     return mix["weights"], mix["intervals"]
   agg, base_agg, pts, meta, fits, a, b, lo, hi, w0 = _study(data)
   domains = data.domains
@@ -319,8 +346,10 @@ def main() -> None:
   for method in args.methods.split(","):
     for k in budgets:
       points, ivs = [], []
-      for w, seed in demos:
-        p, iv = refit(data[w][k], method, args.reps, seed)
+      sds = (floor_sds([data[w][k] for w, _ in demos]) if method == "floor"
+             else [None] * len(demos))
+      for (w, seed), sd in zip(demos, sds):
+        p, iv = refit(data[w][k], method, args.reps, seed, sd)
         points.append(p); ivs.append(iv)
       widths = [hi - lo for iv in ivs for lo, hi in iv.values()]
       inside, total = coverage(points, ivs)

@@ -2,9 +2,10 @@
 
 DDO at two small budgets (3 seeds, each its own initialization), projection
 to the paper's next budget (2x the larger one), and the final training of the
-projected mixture against uniform (5 seeds). Measured: 9 min 9 s on 2 idle
-cores from a fresh clone (issue 13's limit is 15 minutes). Every setting
-below that differs from base_config was chosen by measurement
+projected mixture against uniform (5 seeds). Measured on 2 idle cores:
+9 min 9 s from a fresh clone, 12 min 17 s on an empty home directory (venv
+install and cold corpus build included; issue 13's limit is 15 minutes).
+Every setting below that differs from base_config was chosen by measurement
 (docs/results.md: "The committed design, and why", and the earlier designs'
 screenings, each at one DDO budget with 3 seeds, scored by the noise and the
 median 90% interval width of the DDO weights).
@@ -97,7 +98,12 @@ def get_config():
   # 0.047 / 0.024, "paired" 62% / 88% at 0.031 / 0.023. At the committed
   # 4e5 / 8e5, each seed its own initialization (demos A, B, C of
   # docs/results.md): "replicates" 58% / 96% at 0.050 / 0.031 (inside the
-  # replication intervals 75% / 100%), "paired" 50% / 75% at 0.037 / 0.021.
+  # replication intervals 75% / 100%), "paired" 50% / 75% at 0.037 / 0.021;
+  # with more replicate studies ("Replication: seven demos, eleven studies
+  # at 4e5"): "replicates" 80% at 4e5 (11 studies, width 0.060), 92% at 8e5
+  # (7 demos, 0.031), replication intervals 92% / 95%: calibrated. A
+  # design-level noise floor (each study's noise raised to the pooled noise
+  # of the other ten) over-covered at 4e5 (90% / 98%, width 0.077).
   c.ddo.noise_model = "replicates"
   c.project.target_tokens = 1.6e6  # 2x the larger DDO budget (see above)
   # The paper's two-budget rule, the method this demo shows. At this design
