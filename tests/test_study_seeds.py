@@ -111,6 +111,12 @@ def test_project_names_estimator_provenance_and_every_estimate(study):
     if "error" not in mix:
       assert abs(sum(mix["weights"].values()) - 1) < 1e-9
     assert re.search(rf"^ [ *]{name} +(alpha=|failed: )", out, re.M), name
+  # Its inputs are named relative to the workdir, as the provenance names
+  # them: a copied or moved study does not point at the old place.
+  assert [i["path"] for i in proj["inputs"]] == [
+      "ddo/budget_0/mixture.json", "ddo/budget_1/mixture.json"]
+  for name in ("mixture.json", "estimates.json"):
+    assert str(workdir) not in (workdir / "project" / name).read_text(), name
   grain = (workdir / "project" / "export" / "mixture_grain.txt").read_text()
   for d in DOMAINS:  # real data paths, not domain names
     assert f"{workdir}/corpus/{d}.jsonl," in grain
