@@ -19,6 +19,7 @@ import ml_collections
 
 from autoscale_jax import errors
 from autoscale_jax import fileio
+from autoscale_jax import names as names_lib
 from autoscale_jax import records
 from autoscale_jax.experiments import store as store_lib
 from autoscale_jax.mixing import verdict as verdict_lib
@@ -102,11 +103,6 @@ def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
                                   for d in a)
 
 
-def _slug(name: str) -> str:
-  stem = name.rsplit("/", 1)[-1].removesuffix(".json")
-  return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)
-
-
 def mixture_name(record: records.RunRecord, names: dict[str, dict[str, float]]
                  ) -> str | None:
   """The config name of a final run's mixture, or None if it is none of them.
@@ -123,8 +119,9 @@ def mixture_name(record: records.RunRecord, names: dict[str, dict[str, float]]
     return mix.name
   same = [n for n, w in names.items() if _same_weights(mix.weights, w)]
   if len(same) > 1:
-    by_store_name = [n for n in same
-                     if record.name.startswith(f"final_{_slug(n)}")]
+    by_store_name = [
+        n for n in same
+        if record.name.startswith(f"final_{names_lib.mixture_slug(n)}")]
     same = by_store_name or same
   return same[0] if same else None
 

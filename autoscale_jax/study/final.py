@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from etils import epath
-
 from autoscale_jax import distributed
 from autoscale_jax import errors
 from autoscale_jax import fileio
+from autoscale_jax import names as names_lib
 from autoscale_jax import records
 from autoscale_jax.mixing import baselines
 from autoscale_jax.mixing import speedup
@@ -71,7 +70,7 @@ def mixture_of(study: core.Study, name: str) -> records.Mixture:
 
 def run_name(mixture: str, seed: int) -> str:
   """Store name of a final run: ``final_<slug>``, ``final_<slug>_s<seed>``."""
-  base = f"final_{slug(mixture)}"
+  base = f"final_{names_lib.mixture_slug(mixture)}"
   return base if int(seed) == 0 else f"{base}_s{int(seed)}"
 
 
@@ -168,6 +167,7 @@ def run_final(study: core.Study) -> bool:
     merged_mixtures.update(mixtures)
     merged_runs.update(runs)
     mixtures, runs = merged_mixtures, merged_runs
+  label = names_lib.mixture_label
   table = comparison(study, {label(n): m for n, m in mixtures.items()},
                      {label(n): r for n, r in runs.items()})
   sources = {label(n): n for n in mixtures if label(n) != n}
@@ -243,24 +243,13 @@ def to_markdown(table: dict[str, Any], target_tokens: float) -> str:
           + speedup.to_markdown(table))
 
 
-def label(name: str) -> str:
-  """A mixture's name in the verdict and tables: a file path's stem."""
-  return epath.Path(name).stem if ("/" in name or name.endswith(".json")) \
-      else name
-
-
-def slug(name: str) -> str:
-  """A store-safe run-name part from a mixture name or file path."""
-  return "".join(ch if ch.isalnum() or ch in "-_" else "_"
-                 for ch in label(name))
-
-
-def _check_labels(names: list[str]) -> None:
+def _check_labels(mixtures: list[str]) -> None:
   """Refuses two mixtures that would share a name and their runs' names."""
   seen: dict[str, str] = {}
-  for n in names:
-    other = seen.setdefault(slug(n), n)
+  for n in mixtures:
+    slug = names_lib.mixture_slug(n)
+    other = seen.setdefault(slug, n)
     if other != n:
       raise errors.UserError(
           f"final mixtures {other!r} and {n!r} would both be named "
-          f"{slug(n)!r} (runs final_{slug(n)}...); rename one of the files")
+          f"{slug!r} (runs final_{slug}...); rename one of the files")
