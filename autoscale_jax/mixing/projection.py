@@ -284,14 +284,19 @@ def _check_number(v: Any, what: str) -> float:
   return float(v)
 
 
-def load_optima(paths: Sequence[str]) -> list[dict[str, Any]]:
+def load_optima(paths: Sequence[str], names: Sequence[str] | None = None
+                ) -> list[dict[str, Any]]:
   """Reads and validates DDO optima (mixture.json files).
 
   Args:
     paths: two or more mixture.json paths.
+    names: how the projection's outputs (``inputs``, notes) name each input,
+      e.g. relative to a study's workdir; default its path. Errors while
+      loading name the path.
 
   Returns:
-    The mixture dicts, each with "_path" added, in the given order.
+    The mixture dicts, each with "_path" (its name) added, in the given
+    order.
 
   Raises:
     ProjectionError: unreadable file, missing fields, a zero or negative
@@ -312,6 +317,9 @@ def load_optima(paths: Sequence[str]) -> list[dict[str, Any]]:
     opt["_path"] = str(path)
     optima.append(opt)
   _validated(optima)
+  if names is not None:
+    for opt, name in zip(optima, names, strict=True):
+      opt["_path"] = str(name)
   return optima
 
 

@@ -101,11 +101,10 @@ def run_project(study: core.Study) -> bool:
         f"config.ddo.budgets has {len(c.ddo.budgets)}")
   paths = optima_paths(study)
   layout = study.layout
-  optima = projection.load_optima(paths)
-  for opt, p in zip(optima, paths):
-    # The outputs name their inputs as the provenance does, relative to the
-    # workdir, so a copied or moved study does not point at the old place.
-    opt["_path"] = str(epath.Path(p).relative_to(layout.root))
+  # The outputs name their inputs as the provenance does, relative to the
+  # workdir, so a copied or moved study does not point at the old place.
+  optima = projection.load_optima(
+      paths, [str(epath.Path(p).relative_to(layout.root)) for p in paths])
   runs_json = [provenance_lib.read_json(layout.budget_runs(k), _RERUN_DDO)
                for k in range(len(paths))]
   available = dict(study.bundle.available_tokens)
