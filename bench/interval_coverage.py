@@ -88,20 +88,13 @@ def _seed_weight_draws(domains, pts, meta, weights: np.ndarray) -> np.ndarray:
   return out
 
 
-def own_noise(data: ddo.RunsData) -> tuple[float, int]:
-  """(relative sd, dof) of one study's runs: the ``replicates`` estimate."""
-  agg, base_agg, _, _ = ddo.aggregates(data)
-  sd, source = ddo._noise_estimate(data, agg, base_agg, None)  # pylint: disable=protected-access
-  return sd, int(source.split("(")[1].split()[0])
-
-
 def floor_sds(studies: list[ddo.RunsData]) -> list[float]:
   """Each study's noise raised to the pooled noise of the other studies.
 
   The ``floor`` candidate: a design-level noise (what replicate studies of
   one design measured) under each study's own three-seed estimate.
   """
-  own = [own_noise(d) for d in studies]
+  own = [ddo.replicate_noise(d, ddo.aggregates(d)[0]) for d in studies]
   out = []
   for i, (sd, _) in enumerate(own):
     rest = [o for j, o in enumerate(own) if j != i]
@@ -353,13 +346,13 @@ def main() -> None:
         points.append(p); ivs.append(iv)
       widths = [hi - lo for iv in ivs for lo, hi in iv.values()]
       inside, total = coverage(points, ivs)
-      rep_inside, _ = coverage(points, [ddo.replication_intervals(p, iv)
-                                        for p, iv in zip(points, ivs)])
+      rep_ivs = [ddo.replication_intervals(p, iv)
+                 for p, iv in zip(points, ivs)]
+      rep_inside, _ = coverage(points, rep_ivs)
       per = {d: float(np.median([iv[d][1] - iv[d][0] for iv in ivs]))
              for d in points[0]}
       whole, n_pairs = all_inside(points, ivs)
-      whole_rep, _ = all_inside(points, [ddo.replication_intervals(p, iv)
-                                         for p, iv in zip(points, ivs)])
+      whole_rep, _ = all_inside(points, rep_ivs)
       print(f"{method:15} {k:9} {np.median(widths):12.3f}  "
             f"{inside:3d}/{total} {inside / total:4.0%}  replication "
             f"{rep_inside:3d}/{total} {rep_inside / total:4.0%}  "

@@ -469,6 +469,23 @@ def paired_noise(data: RunsData, agg: Mapping[str, float],
           "dof": dof_own, "shared_dof": dof_seed}
 
 
+def replicate_noise(data: RunsData, agg: Mapping[str, float]
+                    ) -> tuple[float, int]:
+  """(sd, dof) of log(aggregate) pooled over runs with equal tokens.
+
+  The seed replicates' estimate of one run's relative noise; ``(0.0, 0)``
+  without repeated runs.
+  """
+  groups = collections.defaultdict(list)
+  for r in data.runs:
+    key = tuple(round(r["tokens"][d], 6) for d in data.domains)
+    groups[key].append(math.log(agg[r["name"]]))
+  ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2))
+           for v in groups.values() if len(v) > 1)
+  dof = sum(len(v) - 1 for v in groups.values() if len(v) > 1)
+  return (math.sqrt(ss / dof), dof) if dof > 0 else (0.0, 0)
+
+
 def _noise_estimate(data: RunsData, agg: dict[str, float],
                     base_agg: dict[int, float], fits,
                     model: str = "replicates") -> tuple[float, str]:
@@ -481,15 +498,9 @@ def _noise_estimate(data: RunsData, agg: dict[str, float],
   if model not in NOISE_MODELS:
     raise ValueError(f"noise_model={model!r}: allowed "
                      f"{', '.join(NOISE_MODELS)}")
-  groups = collections.defaultdict(list)
-  for r in data.runs:
-    key = tuple(round(r["tokens"][d], 6) for d in data.domains)
-    groups[key].append(math.log(agg[r["name"]]))
-  ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2))
-           for v in groups.values() if len(v) > 1)
-  dof = sum(len(v) - 1 for v in groups.values() if len(v) > 1)
+  sd, dof = replicate_noise(data, agg)
   if dof > 0:
-    return math.sqrt(ss / dof), f"seed replicates ({dof} dof)"
+    return sd, f"seed replicates ({dof} dof)"
   ss = sum(f.rms ** 2 * len(f.points) for f in fits.values())
   dof = sum(len(f.points) - 3 for f in fits.values())
   if dof > 0:
