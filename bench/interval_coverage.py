@@ -29,7 +29,8 @@ weights over seeds, the smoothed version); ``seed_vectors`` and
 ``seed_vectors_t`` (a Gaussian bootstrap over the seeds' residual vectors,
 normal and t scale: :func:`seed_vector_draws`); ``floor`` (``replicates``
 with each demo's noise raised to the pooled noise of the other demos:
-:func:`floor_sds`).
+:func:`floor_sds`). ``--tails`` adds per budget the spread of the demos'
+noise and the excess kurtosis of the seed residuals (:func:`noise_tails`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def _seed_weight_draws(domains, pts, meta, weights: np.ndarray) -> np.ndarray:
   return out
 
 
+def _pooled(noises: list[tuple[float, int]]) -> float:
+  """The pooled sd of ``[(sd, dof)]``."""
+  return math.sqrt(sum(s * s * n for s, n in noises)
+                   / sum(n for _, n in noises))
+
+
 def floor_sds(studies: list[ddo.RunsData]) -> list[float]:
   """Each study's noise raised to the pooled noise of the other studies.
 
@@ -95,13 +102,27 @@ def floor_sds(studies: list[ddo.RunsData]) -> list[float]:
   one design measured) under each study's own three-seed estimate.
   """
   own = [ddo.replicate_noise(d, ddo.aggregates(d)[0]) for d in studies]
-  out = []
-  for i, (sd, _) in enumerate(own):
-    rest = [o for j, o in enumerate(own) if j != i]
-    pooled = math.sqrt(sum(s * s * n for s, n in rest)
-                       / sum(n for _, n in rest))
-    out.append(max(sd, pooled))
-  return out
+  return [max(sd, _pooled(own[:i] + own[i + 1:]))
+          for i, (sd, _) in enumerate(own)]
+
+
+def noise_tails(studies: list[ddo.RunsData]) -> dict[str, float]:
+  """How the studies' seed noise is spread (``--tails``).
+
+  Each study's ``replicates`` noise (min, max), their pooled value, and the
+  excess kurtosis of the residuals of every run's log aggregate about its
+  seeds' mean, scaled by sqrt(S / (S - 1)) and pooled over the studies (0
+  for normal noise).
+  """
+  own, resid = [], []
+  for d in studies:
+    agg = ddo.aggregates(d)[0]
+    own.append(ddo.replicate_noise(d, agg))
+    for v in ddo.replicate_groups(d, agg):
+      resid.extend((v - v.mean()) * math.sqrt(len(v) / (len(v) - 1)))
+  return {"min_sd": min(s for s, _ in own), "max_sd": max(s for s, _ in own),
+          "pooled_sd": _pooled(own), "residuals": len(resid),
+          "excess_kurtosis": float(stats.kurtosis(resid))}
 
 
 def refit(data: ddo.RunsData, method: str, reps: int, seed: int,
@@ -320,6 +341,9 @@ def main() -> None:
   parser.add_argument("demos", nargs="+", help="workdir[:bootstrap seed]")
   parser.add_argument("--methods", default=",".join(METHODS))
   parser.add_argument("--reps", type=int, default=200)
+  parser.add_argument("--tails", action="store_true",
+                      help="also print each budget's noise spread over the "
+                      "demos and the excess kurtosis of its residuals")
   parser.add_argument("--pool", default="",
                       help="comma-separated workdirs of exchangeable demos: "
                       "also run the leave-seeds-out check on their seeds")
@@ -360,6 +384,12 @@ def main() -> None:
             f"(replication {whole_rep:3d}/{n_pairs} {whole_rep / n_pairs:4.0%})"
             "   "
             + " ".join(f"{d}={v:.3f}" for d, v in per.items()), flush=True)
+  if args.tails:
+    for k in budgets:
+      t = noise_tails([data[w][k] for w, _ in demos])
+      print(f"noise {k}: replicates sd {t['min_sd']:.4f}-{t['max_sd']:.4f} "
+            f"over the demos, pooled {t['pooled_sd']:.4f}; excess kurtosis "
+            f"of {t['residuals']} residuals {t['excess_kurtosis']:.2f}")
 
 
 if __name__ == "__main__":

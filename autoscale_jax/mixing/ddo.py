@@ -469,6 +469,17 @@ def paired_noise(data: RunsData, agg: Mapping[str, float],
           "dof": dof_own, "shared_dof": dof_seed}
 
 
+def replicate_groups(data: RunsData, agg: Mapping[str, float]
+                     ) -> list[np.ndarray]:
+  """log(aggregate) of the repeated runs, one array per run (equal tokens:
+  the seeds of one run); runs without a repeat are left out."""
+  groups = collections.defaultdict(list)
+  for r in data.runs:
+    key = tuple(round(r["tokens"][d], 6) for d in data.domains)
+    groups[key].append(math.log(agg[r["name"]]))
+  return [np.array(v) for v in groups.values() if len(v) > 1]
+
+
 def replicate_noise(data: RunsData, agg: Mapping[str, float]
                     ) -> tuple[float, int]:
   """(sd, dof) of log(aggregate) pooled over runs with equal tokens.
@@ -476,13 +487,9 @@ def replicate_noise(data: RunsData, agg: Mapping[str, float]
   The seed replicates' estimate of one run's relative noise; ``(0.0, 0)``
   without repeated runs.
   """
-  groups = collections.defaultdict(list)
-  for r in data.runs:
-    key = tuple(round(r["tokens"][d], 6) for d in data.domains)
-    groups[key].append(math.log(agg[r["name"]]))
-  ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2))
-           for v in groups.values() if len(v) > 1)
-  dof = sum(len(v) - 1 for v in groups.values() if len(v) > 1)
+  groups = replicate_groups(data, agg)
+  ss = sum(float(np.sum((v - v.mean()) ** 2)) for v in groups)
+  dof = sum(len(v) - 1 for v in groups)
   return (math.sqrt(ss / dof), dof) if dof > 0 else (0.0, 0)
 
 
